@@ -1,0 +1,3 @@
+from stripesync.cli import main
+
+raise SystemExit(main())

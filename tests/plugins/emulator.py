@@ -1,0 +1,1 @@
+"""pytest plugin: the Stripe emulator over real HTTP (filled in by the emulator)."""

@@ -1,0 +1,1 @@
+"""pytest plugin: a real PostgreSQL for the suite (filled in by the db layer)."""
