@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from stripesync import __version__
 
@@ -15,8 +15,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="A live, queryable copy of a Stripe account in PostgreSQL.",
     )
     parser.add_argument("--version", action="version", version=f"stripesync {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in _commands():
+        register(subparsers)
     return parser
+
+
+def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
+    """Each layer that has a command adds its own sub-parser; `set_defaults(run=...)`
+    names the function that runs it (it returns the exit code)."""
+    from stripesync.emulator import cli as emulator_cli
+
+    return [emulator_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,4 +35,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    return 0
+    return int(args.run(args))
