@@ -342,16 +342,24 @@ class Generator:
 
     # ---- params ----------------------------------------------------------------------
 
+    @staticmethod
+    def params_prefix(module: str) -> str:
+        """`stripe.params.issuing._card_list_params` -> "issuing." (names repeat across
+        sub-packages: issuing and financial_connections both have TransactionListParams)."""
+        parts = module.split(".")[2:-1]
+        return "".join(p + "." for p in parts)
+
     def add_params_module(self, module: str) -> None:
         path = _module_file(module)
         if path is None:
             return
         tree = self.parse(path)
+        prefix = self.params_prefix(module)
         local = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
         resolver = Resolver(path, {})
         resolver.local_classes = local
         for node in tree.body:
-            if not isinstance(node, ast.ClassDef) or node.name in self.params:
+            if not isinstance(node, ast.ClassDef) or prefix + node.name in self.params:
                 continue
             fields: dict[str, Any] = {}
             for i, stmt in enumerate(node.body):
@@ -364,15 +372,14 @@ class Generator:
                 required = not (
                     isinstance(ann, ast.Subscript) and getattr(ann.value, "id", "") == "NotRequired"
                 )
-                d = resolver.desc(stmt.annotation, [])
-                d = _params_refs(d)
+                d = _params_refs(resolver.desc(stmt.annotation, []), prefix)
                 doc = _docstring_after(node.body, i).lower()
                 if _is_int(d) and any(h in doc for h in UNIX_HINTS):
                     d["unix"] = True
                 if required:
                     d["required"] = True
                 fields[name] = d
-            self.params[node.name] = {"fields": fields}
+            self.params[prefix + node.name] = {"fields": fields}
 
     # ---- operations ------------------------------------------------------------------
 
@@ -401,7 +408,9 @@ class Generator:
                         if arg.arg == "params" and arg.annotation is not None:
                             params_type = _first_name(_unparse_str(arg.annotation))
                     if params_type and params_type in imports:
-                        self.add_params_module(imports[params_type][0])
+                        params_module = imports[params_type][0]
+                        self.add_params_module(params_module)
+                        params_type = self.params_prefix(params_module) + params_type
                     returns = _return_desc(fn, imports, self)
                     ops.append(
                         {
@@ -421,9 +430,22 @@ def _is_int(d: TypeDesc) -> bool:
     return d.get("t") == "int"
 
 
-def _params_refs(d: TypeDesc) -> TypeDesc:
+def _params_refs(d: TypeDesc, prefix: str) -> TypeDesc:
     """In params, a class reference names another TypedDict of the same module."""
-    return d
+    if not prefix:
+        return d
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            y = {k: walk(v) for k, v in x.items()}
+            if y.get("t") == "class":
+                y["name"] = prefix + y["name"]
+            return y
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(d)  # type: ignore[no-any-return]
 
 
 def _first_name(node: ast.expr) -> str | None:
