@@ -488,21 +488,36 @@ def _return_desc(
     ):
         is_list = True
         node = _unparse_str(node.slice)
+    if isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "Union":
+        # customer sources and external accounts: one of several classes
+        sl = node.slice
+        members = [
+            _return_class(m, imports, gen) for m in (sl.elts if isinstance(sl, ast.Tuple) else [sl])
+        ]
+        u: TypeDesc = {"t": "union", "of": [m for m in members if m]}
+        return {"t": "listobject", "of": u} if is_list else u
     if isinstance(node, ast.Subscript):  # e.g. StripeStreamResponse
         return {"t": "any"}
-    name = _first_name(node)
-    if name is None or name not in imports:
+    d = _return_class(node, imports, gen)
+    if d is None:
         return {"t": "any"}
+    return {"t": "listobject", "of": d} if is_list else d
+
+
+def _return_class(
+    node: ast.expr, imports: dict[str, tuple[str, str]], gen: Generator
+) -> TypeDesc | None:
+    name = _first_name(_unparse_str(node))
+    if name is None or name not in imports:
+        return None
     mod, cls = imports[name]
     try:
         target = getattr(importlib.import_module(mod), cls)
     except (ImportError, AttributeError):
-        return {"t": "any"}
+        return None
     if not isinstance(target, type) or not hasattr(target, "OBJECT_NAME"):
-        return {"t": "any"}
-    gname = gen.add_class_tree(mod, cls)
-    d: TypeDesc = {"t": "class", "name": gname}
-    return {"t": "listobject", "of": d} if is_list else d
+        return None
+    return {"t": "class", "name": gen.add_class_tree(mod, cls)}
 
 
 def generate() -> dict[str, Any]:

@@ -62,8 +62,12 @@ class Spec:
 
     @property
     def class_objects(self) -> dict[str, str]:
-        """class name -> object name."""
-        return {cls: obj for obj, cls in self.objects.items()}
+        """class name -> object name (the first, where two objects share a class:
+        `file` and `file_upload` are both File)."""
+        out: dict[str, str] = {}
+        for obj, cls in self.objects.items():
+            out.setdefault(cls, obj)
+        return out
 
 
 @cache
