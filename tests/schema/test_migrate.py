@@ -1,0 +1,66 @@
+import psycopg
+
+from stripesync.catalog import build_catalog
+from stripesync.schema.migrate import migrate
+
+
+async def _columns(conn, schema, table):
+    cur = await conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s",
+        (schema, table),
+    )
+    return dict(await cur.fetchall())
+
+
+async def test_migrate_creates_every_table_with_typed_columns(database_url):
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        ran = await migrate(conn, "stripe")
+        assert ran
+        cur = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'stripe'"
+        )
+        tables = {r[0] for r in await cur.fetchall()}
+        for c in build_catalog():
+            assert c.table in tables, c.table
+        cols = await _columns(conn, "stripe", "customer")
+        assert cols["id"] == "text"
+        assert cols["created"] == "timestamp with time zone"
+        assert cols["balance"] == "bigint"
+        assert cols["metadata"] == "jsonb"
+        assert cols["livemode"] == "boolean"
+        assert cols["_raw"] == "jsonb"
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = 'stripe' AND t.typtype = 'e'"
+        )
+        assert (await cur.fetchone())[0] == 0  # no enum types
+        cur = await conn.execute(
+            "SELECT count(*) FROM information_schema.table_constraints "
+            "WHERE table_schema = 'stripe' AND constraint_type = 'FOREIGN KEY'"
+        )
+        assert (await cur.fetchone())[0] == 0
+        cur = await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'stripe' AND tablename = 'charge'"
+        )
+        idx = {r[0] for r in await cur.fetchall()}
+        assert "charge_customer_id_idx" in idx and "charge_created_idx" in idx
+
+
+async def test_migrate_is_idempotent_and_only_adds(database_url):
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await migrate(conn, "other_schema")
+        await conn.execute(
+            "INSERT INTO other_schema.customer (id, _raw, _stripe_time) "
+            "VALUES ('cus_1', '{}', now())"
+        )
+        # an older version of the tool had fewer columns: the next start adds them back
+        await conn.execute("ALTER TABLE other_schema.customer DROP COLUMN email")
+        await conn.commit()
+        ran = await migrate(conn, "other_schema")
+        assert ran == [
+            'ALTER TABLE "other_schema"."customer" ADD COLUMN IF NOT EXISTS "email" text'
+        ]
+        assert await migrate(conn, "other_schema") == []
+        cur = await conn.execute("SELECT id FROM other_schema.customer")
+        assert await cur.fetchall() == [("cus_1",)]
