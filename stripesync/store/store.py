@@ -1,0 +1,192 @@
+"""Every write of Stripe objects to the database goes through here.
+
+Backfill, live sync and proxy hand objects to `Store.upsert` / `Store.delete` on a
+connection whose transaction they control, so progress cursors commit together with the
+rows they cover.
+
+How a batch is written: the objects' JSON is COPYed into a temporary table, then one
+``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` computes the typed columns from the JSON
+(PostgreSQL does the extraction, in C) and applies the newest-wins guard:
+
+- a row is replaced only by a copy whose ``_stripe_time`` (the Stripe-side time the copy
+  reflects: the event's ``created``, or when a page was fetched) is not older;
+- within one batch, the newest copy of each object wins (ties: the later one);
+- an object with a tombstone at or after the copy's time is not brought back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import psycopg
+from psycopg import sql
+
+from stripesync.catalog import Collection
+from stripesync.schema.columns import SYSTEM_COLUMNS, columns_for, quote
+
+Conn = psycopg.AsyncConnection  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One copy of a Stripe object to store."""
+
+    obj: dict[str, object] | str  # the object, or its JSON text
+    stripe_time: float  # Unix seconds: the Stripe-side time this copy reflects
+    parent_id: str | None = None
+    key: str | None = None  # for key columns not found in the object (upcoming invoices)
+    event_id: str | None = None
+
+    def json(self) -> str:
+        return self.obj if isinstance(self.obj, str) else json.dumps(self.obj)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    received: int
+    written: int  # rows inserted or replaced (older copies and tombstoned ones are not)
+
+
+_STAGING = """CREATE TEMP TABLE IF NOT EXISTS _stripesync_incoming (
+    ord integer NOT NULL,
+    raw jsonb NOT NULL,
+    parent_id text,
+    key text,
+    stripe_time double precision NOT NULL,
+    event_id text
+) ON COMMIT DELETE ROWS"""
+
+
+class Store:
+    def __init__(self, schema: str = "stripe") -> None:
+        self.schema = schema
+        self.batches = 0
+        self.objects = 0
+        self.seconds = 0.0
+
+    # ---- writes ----------------------------------------------------------------------
+
+    async def upsert(
+        self, conn: Conn, collection: Collection, items: Sequence[Incoming]
+    ) -> WriteResult:
+        """Write a batch of objects of one collection, newest copy winning."""
+        if not items:
+            return WriteResult(0, 0)
+        started = time.perf_counter()
+        await conn.execute(_STAGING)
+        async with conn.cursor() as cur:
+            async with cur.copy(
+                "COPY _stripesync_incoming (ord, raw, parent_id, key, stripe_time, event_id) "
+                "FROM STDIN"
+            ) as copy:
+                for i, it in enumerate(items):
+                    await copy.write_row(
+                        (i, it.json(), it.parent_id, it.key, it.stripe_time, it.event_id)
+                    )
+            await cur.execute(_upsert_sql(self.schema, collection.name), (collection.name,))
+            written = cur.rowcount
+            await cur.execute("TRUNCATE _stripesync_incoming")
+        self.batches += 1
+        self.objects += len(items)
+        self.seconds += time.perf_counter() - started
+        return WriteResult(len(items), max(written, 0))
+
+    async def delete(
+        self,
+        conn: Conn,
+        collection: Collection,
+        ids: Sequence[str],
+        *,
+        deleted_at: float,
+        event_id: str | None = None,
+        children: Sequence[Collection] = (),
+    ) -> int:
+        """Remove rows (and their children's rows) and record tombstones."""
+        if not ids:
+            return 0
+        t = f"{quote(self.schema)}.{quote(collection.table)}"
+        key = quote(collection.key)
+        cur = await conn.execute(
+            f"DELETE FROM {t} WHERE {key} = ANY(%s) "  # type: ignore[arg-type]
+            "AND _stripe_time <= to_timestamp(%s)",
+            (list(ids), deleted_at),
+        )
+        removed = cur.rowcount
+        for child in children:
+            ct = f"{quote(self.schema)}.{quote(child.table)}"
+            await conn.execute(
+                f"DELETE FROM {ct} WHERE _parent_id = ANY(%s)",  # type: ignore[arg-type]
+                (list(ids),),
+            )
+        await conn.execute(
+            f"INSERT INTO {quote(self.schema)}._deletions "  # type: ignore[arg-type]
+            "(collection, id, deleted_at, event_id) "
+            "SELECT %s, unnest(%s::text[]), to_timestamp(%s), %s "
+            "ON CONFLICT (collection, id) DO UPDATE SET deleted_at = excluded.deleted_at, "
+            "event_id = excluded.event_id "
+            f"WHERE {quote(self.schema)}._deletions.deleted_at <= excluded.deleted_at",
+            (collection.name, list(ids), deleted_at, event_id),
+        )
+        return removed
+
+    async def delete_missing_children(
+        self, conn: Conn, collection: Collection, parent_id: str, keep_ids: Sequence[str]
+    ) -> int:
+        """After a full re-list of one parent's children: drop the rows Stripe no longer
+        lists (an invoice line removed from a draft)."""
+        t = f"{quote(self.schema)}.{quote(collection.table)}"
+        cur = await conn.execute(
+            f"DELETE FROM {t} WHERE _parent_id = %s "  # type: ignore[arg-type]
+            f"AND NOT ({quote(collection.key)} = ANY(%s))",
+            (parent_id, list(keep_ids)),
+        )
+        return cur.rowcount
+
+
+@cache
+def _upsert_sql(schema: str, name: str) -> sql.Composable:
+    from stripesync.catalog import build_catalog
+
+    collection = build_catalog()[name]
+    return sql.SQL(_upsert_text(schema, collection))  # type: ignore[arg-type]
+
+
+def _upsert_text(schema: str, collection: Collection) -> str:
+    cols = columns_for(collection.name)
+    t = f"{quote(schema)}.{quote(collection.table)}"
+    key = collection.key
+    names = [quote(c.name) for c in cols]
+    exprs = []
+    for c in cols:
+        e = c.expr("s.raw")
+        if c.name == key:
+            e = f"coalesce(s.key, {e})"
+        exprs.append(e)
+    system = ["_raw", "_parent_id", "_stripe_time", "_event_id", "_synced_at"]
+    assert [n for n, _ in SYSTEM_COLUMNS] == system
+    key_col = cols[[c.name for c in cols].index(key)]
+    key_expr = f"coalesce(i.key, {key_col.expr('i.raw')})"
+    select = ", ".join(
+        [*exprs, "s.raw", "s.parent_id", "to_timestamp(s.stripe_time)", "s.event_id", "now()"]
+    )
+    updates = ", ".join(
+        f"{n} = excluded.{n}" for n in [*names, *map(quote, system)] if n != quote(key)
+    )
+    return (
+        f"INSERT INTO {t} ({', '.join([*names, *map(quote, system)])}) "
+        f"SELECT {select} FROM ("
+        f"  SELECT DISTINCT ON (k) * FROM ("
+        f"    SELECT i.*, {key_expr} AS k FROM _stripesync_incoming i"
+        f"  ) x ORDER BY k, stripe_time DESC, ord DESC"
+        f") s "
+        f"WHERE s.k IS NOT NULL AND NOT EXISTS ("
+        f"  SELECT 1 FROM {quote(schema)}._deletions d"
+        f"  WHERE d.collection = %s AND d.id = s.k AND d.deleted_at >= to_timestamp(s.stripe_time)"
+        f") "
+        f"ON CONFLICT ({quote(key)}) DO UPDATE SET {updates} "
+        f"WHERE {t}._stripe_time <= excluded._stripe_time"
+    )
