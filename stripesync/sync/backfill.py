@@ -1,0 +1,576 @@
+"""Backfill: page every collection into its table, fast, within the rate limit, resumable.
+
+- Top-level lists are paged 100 at a time, newest first. A list that accepts `created`
+  filters and has more than one page is split into time slices paged in parallel: the
+  first page gives the newest objects, a binary search with `limit=1` finds the oldest,
+  and the range between is cut into slices of equal width.
+- Children are read through their parents, once the parent's rows are in: the list a
+  parent embeds (an invoice's `lines`) is used when it is complete, otherwise the
+  child list is fetched per parent.
+- Every page is written through the store in one transaction with its cursor row
+  (`_backfill_cursor`), so a backfill killed at any moment resumes where it stopped.
+- The events cursor is recorded before anything is read, so the live sync replays
+  whatever changed during the backfill.
+- A collection Stripe refuses (not enabled, missing permission, endpoint gone) is
+  recorded in `_collection_state` with the reason and skipped; the others finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog
+from stripesync.schema.columns import quote
+from stripesync.store import Incoming, Store
+from stripesync.stripe_api.client import StripeApi, StripeApiError
+
+log = logging.getLogger("stripesync.backfill")
+
+PAGE = 100
+SLICES = 16  # time slices of a large collection
+PARENT_WORKERS = 16  # parents whose children are read at once, per collection
+WHOLE = "all"  # the slice name of an unsliced list
+
+
+@dataclass(slots=True)
+class Progress:
+    """What a progress display needs, per collection."""
+
+    collection: str
+    state: str = "pending"
+    objects: int = 0
+    pages: int = 0
+    slices_total: int = 0
+    slices_done: int = 0
+    parents_total: int = 0
+    parents_done: int = 0
+    skipped_reason: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class BackfillResult:
+    done: list[str]
+    skipped: dict[str, str]  # collection -> reason
+    objects: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+
+class Skip(Exception):
+    """A collection Stripe will not serve us: recorded and skipped."""
+
+
+class _ParentGone(Exception):
+    pass
+
+
+def _refusal(e: StripeApiError) -> str | None:
+    """The reason to skip a collection, or None when the error is not a refusal."""
+    if e.status in (401,):
+        return None  # a bad key: fatal for the whole run
+    if e.status == 403:
+        return f"permission denied: {e.message}"
+    if e.status == 404:
+        return f"endpoint not available: {e.message}"
+    if e.status == 400:
+        return f"refused by Stripe: {e.message}"
+    return None
+
+
+class Backfill:
+    def __init__(
+        self,
+        api: StripeApi,
+        pool: AsyncConnectionPool,  # type: ignore[type-arg]
+        *,
+        schema: str = "stripe",
+        catalog: Catalog | None = None,
+        collections: Sequence[str] | None = None,
+        concurrency: int = 32,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.pool = pool
+        self.schema = schema
+        self.catalog = catalog or build_catalog()
+        self.selected = self.catalog.select(list(collections) if collections else None)
+        self.store = Store(schema)
+        self.progress = {c.name: Progress(c.name) for c in self.selected}
+        self.on_progress = on_progress
+        self._sem = asyncio.Semaphore(concurrency)
+        self._done_events: dict[str, asyncio.Event] = {
+            c.name: asyncio.Event() for c in self.catalog
+        }
+
+    # ---- entry point -------------------------------------------------------------------
+
+    async def run(self) -> BackfillResult:
+        started = time.monotonic()
+        await self.record_events_cursor()
+        states = await self._states()
+        selected = {c.name for c in self.selected}
+        for c in self.catalog:
+            # parents that are not selected, or already complete, do not hold children up
+            if c.name not in selected or states.get(c.name) in ("done", "skipped"):
+                self._done_events[c.name].set()
+        results = await asyncio.gather(
+            *(self._collection(c, states.get(c.name)) for c in self.selected),
+            return_exceptions=True,
+        )
+        skipped: dict[str, str] = {}
+        done: list[str] = []
+        for c, r in zip(self.selected, results, strict=True):
+            if isinstance(r, BaseException):
+                if isinstance(r, StripeApiError) and r.authentication:
+                    raise r
+                if isinstance(r, asyncio.CancelledError):
+                    raise r
+                reason = f"failed: {r}"
+                log.error("%s: %s", c.name, reason)
+                await self._set_state(c.name, "failed", reason)
+                skipped[c.name] = reason
+            elif r is None:
+                done.append(c.name)
+            else:
+                skipped[c.name] = r
+        objects = sum(p.objects for p in self.progress.values())
+        return BackfillResult(done, skipped, objects, time.monotonic() - started)
+
+    async def record_events_cursor(self) -> None:
+        """Remember where the events stream stood before the first page is read."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT 1 FROM {quote(self.schema)}._events_cursor WHERE name = 'live'"
+            )
+            if await cur.fetchone():
+                return
+        try:
+            page = await self.api.get("/v1/events", {"limit": 1})
+        except StripeApiError as e:
+            if e.authentication:
+                raise
+            log.warning("events are not readable (%s): the live sync will not replay", e)
+            page = {"data": []}
+        newest = page["data"][0] if page.get("data") else None
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO {quote(self.schema)}._events_cursor (name, event_id, event_created) "
+                "VALUES ('live', %s, %s) ON CONFLICT (name) DO NOTHING",
+                (
+                    newest["id"] if newest else None,
+                    newest["created"] if newest else int(time.time()),
+                ),
+            )
+
+    # ---- per collection ----------------------------------------------------------------
+
+    async def _collection(self, c: Collection, state: str | None) -> str | None:
+        p = self.progress[c.name]
+        if state == "done":
+            p.state = "done"
+            self._emit(p)
+            return None
+        try:
+            await self._set_state(c.name, "running")
+            p.state = "running"
+            self._emit(p)
+            for read in c.reads:
+                await self._read(c, read)
+            await self._set_state(c.name, "done")
+            p.state = "done"
+            self._emit(p)
+            log.info("%s: backfilled %d objects in %d pages", c.name, p.objects, p.pages)
+            return None
+        except Skip as s:
+            reason = str(s)
+            p.state, p.skipped_reason = "skipped", reason
+            self._emit(p)
+            await self._set_state(c.name, "skipped", reason)
+            log.warning("%s: skipped: %s", c.name, reason)
+            return reason
+        finally:
+            self._done_events[c.name].set()
+
+    async def _read(self, c: Collection, read: Read) -> None:
+        kind = read.kind
+        if kind in (ReadKind.LIST, ReadKind.LEGACY) and read.path and not read.parent:
+            await self._list(c, read)
+        elif kind in (ReadKind.NESTED, ReadKind.LEGACY) and read.parent:
+            await self._nested(c, read)
+        elif kind is ReadKind.SINGLETON and read.path:
+            await self._singleton(c, read)
+        elif kind in (ReadKind.EVENTS, ReadKind.WRITE_ONLY, ReadKind.UPCOMING):
+            return  # filled by the live sync and the proxy
+        elif kind is ReadKind.REFERENCE or (kind is ReadKind.LEGACY and not read.path):
+            await self._references(c, read)
+
+    async def _singleton(self, c: Collection, read: Read) -> None:
+        assert read.path
+        fetched = time.time()
+        obj = await self._get(c, read, read.path, {})
+        async with self.pool.connection() as conn, conn.transaction():
+            await self.store.upsert(conn, c, [Incoming(obj, stripe_time=fetched)])
+        self._count(c, 1)
+
+    # ---- top-level lists, sliced by time -------------------------------------------------
+
+    async def _list(self, c: Collection, read: Read) -> None:
+        assert read.path
+        path = read.path
+        slices = await self._cursor_rows(c, path)
+        if not slices:
+            slices = await self._plan(c, read)
+        p = self.progress[c.name]
+        p.slices_total += len(slices)
+        pending = [s for s in slices if not s["done"]]
+        p.slices_done += len(slices) - len(pending)
+        await asyncio.gather(*(self._page_slice(c, read, s) for s in pending))
+
+    async def _plan(self, c: Collection, read: Read) -> list[dict[str, Any]]:
+        """First page, then (for a large, created-filterable list) the time slices."""
+        assert read.path
+        params = {**read.params, "limit": PAGE}
+        fetched = time.time()
+        page = await self._get(c, read, read.path, params)
+        data = page.get("data", [])
+        head_key = _slice_key(read.path, "head")
+        rows: list[dict[str, Any]] = []
+        if not page.get("has_more"):
+            await self._commit_page(c, data, fetched, head_key, "", None, True)
+            return [{"slice": head_key, "parent_id": "", "starting_after": None, "done": True}]
+        if not read.created_filter:
+            await self._commit_page(
+                c, data, fetched, _slice_key(read.path, WHOLE), "", data[-1]["id"], False
+            )
+            return [
+                {
+                    "slice": _slice_key(read.path, WHOLE),
+                    "parent_id": "",
+                    "starting_after": data[-1]["id"],
+                    "done": False,
+                }
+            ]
+        last_created = int(data[-1]["created"])
+        oldest = await self._oldest_created(c, read, last_created)
+        bounds = _cut(oldest, last_created + 1, SLICES)
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._store_page(conn, c, data, fetched, None)
+            await self._save_cursor(conn, c, head_key, "", None, True, len(data))
+            for lo, hi in bounds:
+                key = _slice_key(read.path, f"{lo}:{hi}")
+                await self._save_cursor(conn, c, key, "", None, False, 0)
+                rows.append({"slice": key, "parent_id": "", "starting_after": None, "done": False})
+        self._count(c, len(data))
+        return [{"slice": head_key, "parent_id": "", "starting_after": None, "done": True}, *rows]
+
+    async def _oldest_created(self, c: Collection, read: Read, upper: int) -> int:
+        """The `created` of the oldest object, by binary search with limit=1 pages."""
+        assert read.path
+        lo, hi = 0, upper  # invariant: an object exists with created <= hi
+        while hi - lo > 60:
+            mid = (lo + hi) // 2
+            page = await self._get(
+                c, read, read.path, {**read.params, "limit": 1, "created[lte]": mid}
+            )
+            if page.get("data"):
+                hi = int(page["data"][0]["created"])
+                if hi <= lo:
+                    break
+            else:
+                lo = mid + 1
+        return lo
+
+    async def _page_slice(self, c: Collection, read: Read, s: dict[str, Any]) -> None:
+        assert read.path
+        params: dict[str, Any] = {**read.params, "limit": PAGE}
+        bounds = s["slice"].rsplit("#", 1)[-1]
+        if ":" in bounds:
+            lo, hi = bounds.split(":")
+            params["created[gte]"] = int(lo)
+            params["created[lt]"] = int(hi)
+        after = s["starting_after"]
+        while True:
+            if after:
+                params["starting_after"] = after
+            fetched = time.time()
+            page = await self._get(c, read, read.path, params)
+            data = page.get("data", [])
+            more = bool(page.get("has_more")) and bool(data)
+            after = data[-1]["id"] if data else after
+            await self._commit_page(c, data, fetched, s["slice"], s["parent_id"], after, not more)
+            if not more:
+                break
+        self.progress[c.name].slices_done += 1
+        self._emit(self.progress[c.name])
+
+    # ---- children through their parents -------------------------------------------------
+
+    async def _nested(self, c: Collection, read: Read) -> None:
+        assert read.parent and read.path
+        parent = self.catalog[read.parent]
+        await self._done_events[parent.name].wait()
+        done_parents = {r["parent_id"] for r in await self._cursor_rows(c, read.path) if r["done"]}
+        field_name = read.path.rstrip("/").rsplit("/", 1)[-1]
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {quote(parent.key)}, _raw -> %s "
+                f"FROM {quote(self.schema)}.{quote(parent.table)}",
+                (field_name,),
+            )
+            parents = await cur.fetchall()
+        p = self.progress[c.name]
+        p.parents_total += len(parents)
+        p.parents_done += sum(1 for pid, _ in parents if pid in done_parents)
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        for pid, embedded in parents:
+            if pid not in done_parents:
+                queue.put_nowait((pid, embedded))
+
+        async def worker() -> None:
+            while not queue.empty():
+                pid, embedded = queue.get_nowait()
+                await self._children_of(c, read, pid, embedded)
+
+        await asyncio.gather(*(worker() for _ in range(min(PARENT_WORKERS, queue.qsize()))))
+
+    async def _children_of(self, c: Collection, read: Read, parent_id: str, embedded: Any) -> None:
+        """One parent's children: the list it embeds when complete, else fetched."""
+        assert read.path
+        key = _slice_key(read.path, WHOLE)
+        if (
+            isinstance(embedded, dict)
+            and embedded.get("object") == "list"
+            and not embedded.get("has_more")
+        ):
+            items = [o for o in embedded.get("data", []) if _accepts(c, o)]
+            await self._commit_page(c, items, time.time(), key, parent_id, None, True)
+            self.progress[c.name].parents_done += 1
+            return
+        if "{" in read.path:
+            path = read.path.replace("{" + str(read.parent_param) + "}", parent_id)
+            params: dict[str, Any] = {**read.params, "limit": PAGE}
+        else:
+            path = read.path
+            params = {**read.params, "limit": PAGE, str(read.parent_param): parent_id}
+        after: str | None = None
+        while True:
+            if after:
+                params["starting_after"] = after
+            fetched = time.time()
+            try:
+                page = await self._get_child(c, read, path, params)
+            except _ParentGone:
+                page = {"data": [], "has_more": False}
+            data = page.get("data", [])
+            more = bool(page.get("has_more")) and bool(data)
+            after = data[-1]["id"] if data else after
+            items = [o for o in data if _accepts(c, o)]
+            await self._commit_page(c, items, fetched, key, parent_id, after, not more)
+            if not more:
+                break
+        self.progress[c.name].parents_done += 1
+        self._emit(self.progress[c.name])
+
+    # ---- collections reached only through references -----------------------------------
+
+    async def _references(self, c: Collection, read: Read) -> None:
+        """Retrieve the referenced ids (when Stripe has a retrieve endpoint) or take the
+        expanded objects the referencing rows carry."""
+        for ref in read.references:
+            if ref.collection not in self.catalog:
+                continue
+            await self._done_events[ref.collection].wait()
+        ids: set[str] = set()
+        objects: list[dict[str, Any]] = []
+        async with self.pool.connection() as conn:
+            for ref in read.references:
+                if ref.collection not in self.catalog:
+                    continue
+                src = self.catalog[ref.collection]
+                path = "{" + ",".join(ref.field.split(".")) + "}"
+                cur = await conn.execute(
+                    f"SELECT DISTINCT _raw #> %s FROM {quote(self.schema)}.{quote(src.table)} "
+                    f"WHERE _raw #> %s IS NOT NULL AND _raw #> %s <> 'null'::jsonb",
+                    (path, path, path),
+                )
+                for (value,) in await cur.fetchall():
+                    if isinstance(value, dict) and value.get("object") in c.objects:
+                        objects.append(value)
+                    elif isinstance(value, str) and read.retrieve:
+                        ids.add(value)
+        fetched = time.time()
+        if objects:
+            await self._commit_page(c, objects, fetched, f"ref#{c.name}", "", None, True)
+        if ids and read.retrieve:
+            retrieve = read.retrieve
+
+            async def one(i: str) -> dict[str, Any] | None:
+                try:
+                    return await self._get(c, read, retrieve.replace("{id}", i), {})
+                except StripeApiError as e:
+                    if e.not_found:
+                        return None
+                    raise
+
+            got = await asyncio.gather(*(one(i) for i in sorted(ids)))
+            found = [g for g in got if g]
+            await self._commit_page(c, found, fetched, f"ref#{c.name}", "", None, True)
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    async def _get(
+        self, c: Collection, read: Read, path: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        async with self._sem:
+            try:
+                return await self.api.get(path, params, stripe_version=read.api_version)
+            except StripeApiError as e:
+                reason = _refusal(e)
+                if reason is None:
+                    raise
+                raise Skip(reason) from None
+
+    async def _get_child(
+        self, c: Collection, read: Read, path: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A child list; a parent Stripe no longer has (404) simply has no children."""
+        async with self._sem:
+            try:
+                return await self.api.get(path, params, stripe_version=read.api_version)
+            except StripeApiError as e:
+                if e.not_found and e.code == "resource_missing":
+                    raise _ParentGone from None
+                reason = _refusal(e)
+                if reason is None:
+                    raise
+                raise Skip(reason) from None
+
+    async def _commit_page(
+        self,
+        c: Collection,
+        data: list[dict[str, Any]],
+        fetched: float,
+        slice_key: str,
+        parent_id: str,
+        after: str | None,
+        done: bool,
+    ) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._store_page(conn, c, data, fetched, parent_id or None)
+            await self._save_cursor(conn, c, slice_key, parent_id, after, done, len(data))
+        self._count(c, len(data))
+
+    async def _store_page(
+        self,
+        conn: psycopg.AsyncConnection,  # type: ignore[type-arg]
+        c: Collection,
+        data: list[dict[str, Any]],
+        fetched: float,
+        parent_id: str | None,
+    ) -> None:
+        if data:
+            await self.store.upsert(
+                conn, c, [Incoming(o, stripe_time=fetched, parent_id=parent_id) for o in data]
+            )
+
+    async def _save_cursor(
+        self,
+        conn: psycopg.AsyncConnection,  # type: ignore[type-arg]
+        c: Collection,
+        slice_key: str,
+        parent_id: str,
+        after: str | None,
+        done: bool,
+        objects: int,
+    ) -> None:
+        await conn.execute(
+            f"INSERT INTO {quote(self.schema)}._backfill_cursor "
+            "(collection, slice, parent_id, starting_after, done, pages, objects) "
+            "VALUES (%s, %s, %s, %s, %s, 1, %s) "
+            "ON CONFLICT (collection, slice, parent_id) DO UPDATE SET "
+            "starting_after = excluded.starting_after, done = excluded.done, "
+            f"pages = {quote(self.schema)}._backfill_cursor.pages + 1, "
+            f"objects = {quote(self.schema)}._backfill_cursor.objects + excluded.objects, "
+            "updated_at = now()",
+            (c.name, slice_key, parent_id, after, done, objects),
+        )
+        await conn.execute(
+            f"UPDATE {quote(self.schema)}._collection_state SET objects = objects + %s, "
+            "pages = pages + 1, updated_at = now() WHERE collection = %s",
+            (objects, c.name),
+        )
+
+    async def _cursor_rows(self, c: Collection, path: str) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT slice, parent_id, starting_after, done FROM "
+                f"{quote(self.schema)}._backfill_cursor WHERE collection = %s AND slice LIKE %s",
+                (c.name, path + "#%"),
+            )
+            return [
+                {"slice": s, "parent_id": p, "starting_after": a, "done": d}
+                for s, p, a, d in await cur.fetchall()
+            ]
+
+    async def _states(self) -> dict[str, str]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT collection, state FROM {quote(self.schema)}._collection_state"
+            )
+            return dict(await cur.fetchall())
+
+    async def _set_state(self, name: str, state: str, reason: str | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO {quote(self.schema)}._collection_state (collection, state, "
+                "skipped_reason, started_at, finished_at) VALUES (%s, %s, %s, "
+                "CASE WHEN %s = 'running' THEN now() END, "
+                "CASE WHEN %s IN ('done', 'skipped', 'failed') THEN now() END) "
+                "ON CONFLICT (collection) DO UPDATE SET state = excluded.state, "
+                "skipped_reason = excluded.skipped_reason, "
+                "started_at = coalesce(excluded.started_at, "
+                f"{quote(self.schema)}._collection_state.started_at), "
+                "finished_at = excluded.finished_at, updated_at = now()",
+                (name, state, reason, state, state),
+            )
+
+    def _count(self, c: Collection, n: int) -> None:
+        p = self.progress[c.name]
+        p.objects += n
+        p.pages += 1
+        self._emit(p)
+
+    def _emit(self, p: Progress) -> None:
+        if self.on_progress:
+            self.on_progress(p)
+
+
+def _slice_key(path: str, name: str) -> str:
+    return f"{path}#{name}"
+
+
+def _cut(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
+    """[lo, hi) cut into at most n slices of equal width, newest first."""
+    width = max(1, -(-(hi - lo) // n))
+    out = []
+    start = lo
+    while start < hi:
+        out.append((start, min(hi, start + width)))
+        start += width
+    return list(reversed(out))
+
+
+def _accepts(c: Collection, obj: dict[str, Any]) -> bool:
+    return obj.get("object") in c.objects
