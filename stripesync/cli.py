@@ -24,9 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Each layer that has a command adds its own sub-parser; `set_defaults(run=...)`
     names the function that runs it (it returns the exit code)."""
+    from stripesync import app
     from stripesync.emulator import cli as emulator_cli
 
-    return [emulator_cli.register]
+    return [app.register, emulator_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

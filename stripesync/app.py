@@ -1,0 +1,298 @@
+"""The commands that tie the layers together: backfill, status (and later run, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from rich.console import Console
+from rich.table import Table
+
+from stripesync.catalog import UnknownCollectionError, build_catalog
+from stripesync.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, default_data_dir
+from stripesync.schema.columns import quote
+from stripesync.schema.migrate import migrate
+from stripesync.stripe_api.client import StripeApi, StripeApiError, redact
+from stripesync.sync.backfill import Backfill, BackfillResult
+
+log = logging.getLogger("stripesync")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SKIPPED = 3  # finished, but some collections were skipped
+
+
+class UserError(Exception):
+    """A problem the user can fix: printed as one line, exit code 1."""
+
+
+# ---- options shared by the commands -------------------------------------------------------
+
+
+def add_database_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="PostgreSQL URL (env DATABASE_URL); default: an embedded PostgreSQL "
+        "kept in the user's data directory",
+    )
+    p.add_argument("--schema", default="stripe", help="schema of the synced tables")
+
+
+def add_stripe_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("STRIPE_API_KEY"),
+        help="Stripe secret or restricted key (env STRIPE_API_KEY)",
+    )
+    p.add_argument(
+        "--api-base",
+        default=os.environ.get("STRIPE_API_BASE"),
+        help="Stripe API address (env STRIPE_API_BASE); default Stripe's own",
+    )
+    p.add_argument(
+        "--collections",
+        default=None,
+        help="comma-separated catalog names to sync (default: all)",
+    )
+    p.add_argument(
+        "--max-rps",
+        type=float,
+        default=None,
+        help="requests per second to Stripe (default 50 for live keys, 20 for test keys)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("backfill", help="copy every collection into PostgreSQL")
+    add_stripe_options(p)
+    add_database_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_backfill)
+
+    p = subparsers.add_parser("status", help="per-collection state of the sync")
+    add_database_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_status)
+
+
+def collections_option(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    try:
+        build_catalog().select(names)
+    except UnknownCollectionError as e:
+        raise UserError(str(e)) from None
+    return names
+
+
+# ---- database -------------------------------------------------------------------------
+
+
+@dataclass
+class Database:
+    url: str
+    embedded: EmbeddedPostgres | None = None
+
+
+def open_database(url: str | None, *, announce: bool = True) -> Database:
+    """The given database, or the embedded one (started, or found running)."""
+    if url:
+        return Database(url)
+    pg = EmbeddedPostgres(default_data_dir(), port=0)
+    try:
+        pg.start()
+    except EmbeddedPostgresError as e:
+        raise UserError(f"embedded PostgreSQL: {e}") from None
+    url = pg.tcp_url if pg.port else pg.url
+    if announce:
+        print(f"embedded PostgreSQL: psql '{pg.socket_url}'", file=sys.stderr)
+    return Database(url, pg)
+
+
+@asynccontextmanager
+async def connect_pool(url: str, *, max_size: int = 10) -> AsyncIterator[AsyncConnectionPool]:  # type: ignore[type-arg]
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=10)
+        await conn.close()
+    except psycopg.Error as e:
+        raise UserError(f"cannot connect to the database: {_db_reason(e)}") from None
+    pool: AsyncConnectionPool = AsyncConnectionPool(  # type: ignore[type-arg]
+        url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open(wait=True)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _db_reason(e: psycopg.Error) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = "; ".join(lines) if lines else type(e).__name__
+    return redact(_strip_password(text))
+
+
+def _strip_password(text: str) -> str:
+    import re
+
+    return re.sub(r"(postgres(?:ql)?://[^:/@]+:)[^@]+@", r"\1***@", text)
+
+
+# ---- backfill -------------------------------------------------------------------------
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    return run_command(_backfill(args))
+
+
+async def _backfill(args: argparse.Namespace) -> int:
+    if not args.api_key:
+        raise UserError("no Stripe API key: pass --api-key or set STRIPE_API_KEY")
+    names = collections_option(args.collections)
+    db = open_database(args.database_url)
+    async with (
+        connect_pool(db.url, max_size=20) as pool,
+        StripeApi(args.api_key, api_base=args.api_base, max_rps=args.max_rps) as api,
+    ):
+        await check_key(api)
+        async with pool.connection() as conn:
+            selected = build_catalog().select(names)
+            await migrate(conn, args.schema, selected if names else None)
+        result = await run_backfill(api, pool, args.schema, names, progress=not args.no_progress)
+    print_result(result)
+    return EXIT_SKIPPED if result.skipped else EXIT_OK
+
+
+async def check_key(api: StripeApi) -> None:
+    """Fail fast, in one line, on a bad key or an unreachable API."""
+    try:
+        await api.get("/v1/balance")
+    except StripeApiError as e:
+        if e.authentication:
+            raise UserError(f"Stripe refused the API key: {e.message}") from None
+        if e.status == 0:
+            raise UserError(f"cannot reach the Stripe API at {api.api_base}: {e.message}") from None
+        # a restricted key may lack the balance permission: that is fine here
+
+
+async def run_backfill(
+    api: StripeApi,
+    pool: AsyncConnectionPool,  # type: ignore[type-arg]
+    schema: str,
+    names: list[str] | None,
+    *,
+    progress: bool,
+) -> BackfillResult:
+    console = Console(stderr=True)
+    if progress and console.is_terminal:
+        from stripesync.progress import BackfillProgress
+
+        with BackfillProgress(console) as bar:
+            bf = Backfill(api, pool, schema=schema, collections=names, on_progress=bar.update)
+            return await bf.run()
+    bf = Backfill(api, pool, schema=schema, collections=names)
+    return await bf.run()
+
+
+def print_result(result: BackfillResult) -> None:
+    console = Console(stderr=True)
+    console.print(
+        f"backfilled {result.objects} objects from {len(result.done)} collections "
+        f"in {result.seconds:.1f} s"
+    )
+    for name, reason in sorted(result.skipped.items()):
+        console.print(f"  skipped {name}: {reason}", markup=False)
+
+
+# ---- status ---------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return run_command(_status(args))
+
+
+async def _status(args: argparse.Namespace) -> int:
+    db = open_database(args.database_url, announce=False)
+    async with connect_pool(db.url, max_size=2) as pool:
+        rows = await collection_status(pool, args.schema)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return EXIT_OK
+    table = Table(title=f"stripesync: schema {args.schema}")
+    for col in ("collection", "rows", "backfill", "last synced", "skipped reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["collection"],
+            str(r["rows"]),
+            r["state"],
+            str(r["last_synced"] or ""),
+            r["skipped_reason"] or "",
+        )
+    Console().print(table)
+    return EXIT_OK
+
+
+async def collection_status(
+    pool: AsyncConnectionPool,  # type: ignore[type-arg]
+    schema: str,
+) -> list[dict[str, Any]]:
+    s = quote(schema)
+    out: list[dict[str, Any]] = []
+    async with pool.connection() as conn:
+        try:
+            cur = await conn.execute(
+                f"SELECT collection, state, skipped_reason, objects FROM {s}._collection_state "
+                "ORDER BY collection"
+            )
+        except psycopg.errors.UndefinedTable:
+            raise UserError(f"schema {schema!r} has no stripesync tables yet") from None
+        states = await cur.fetchall()
+        catalog = build_catalog()
+        for name, state, reason, _objects in states:
+            if name not in catalog:
+                continue
+            t = f"{s}.{quote(catalog[name].table)}"
+            cur = await conn.execute(f"SELECT count(*), max(_synced_at) FROM {t}")  # type: ignore[arg-type]
+            count, last = await cur.fetchone()  # type: ignore[misc]
+            out.append(
+                {
+                    "collection": name,
+                    "rows": count,
+                    "state": state,
+                    "last_synced": last.isoformat() if last else None,
+                    "skipped_reason": reason,
+                }
+            )
+    return out
+
+
+# ---- running a command ------------------------------------------------------------------
+
+
+def run_command(coro: Any) -> int:
+    """Run a command's coroutine: user errors are one line, never a traceback."""
+    try:
+        return int(asyncio.run(coro))
+    except UserError as e:
+        print(f"stripesync: {redact(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
+    except StripeApiError as e:
+        print(f"stripesync: Stripe: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("stripesync: interrupted", file=sys.stderr)
+        return 130
