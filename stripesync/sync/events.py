@@ -1,0 +1,193 @@
+"""Applying Stripe events to the database (the live sync's core, without the poller).
+
+Rules:
+
+- The collection of an event is the one its `data.object.object` belongs to (with the
+  parent the event names: `customer.source.*` objects of type `bank_account` go to
+  bank_account, `source.mandate_notification` to source_mandate_notification).
+- Events are applied oldest first. Each copy carries the event's `created` as its
+  `_stripe_time`, so an older state never replaces a newer one; when several events of
+  one batch touch one object within the same second (Stripe does not order events within
+  a second), the object is re-fetched instead, as it is when the event was rendered in
+  another API version than the pinned one or carries truncated nested lists.
+- `*.deleted` events of collections whose end is a deletion remove the row and its
+  children's rows and leave a tombstone; objects whose end is a status (a canceled
+  subscription) are stored with that status.
+- Every event is stored in the `event` table; ids already there are skipped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stripesync.catalog import Catalog, Collection, build_catalog
+from stripesync.store import Incoming, Store
+from stripesync.store.store import Conn
+from stripesync.stripe_api.client import PINNED_VERSION
+
+# Parent fields of nested objects: which field of the object names its parent row.
+PARENT_FIELDS = ("customer", "account", "fee", "invoice", "subscription", "charge")
+
+
+@dataclass(frozen=True, slots=True)
+class Refetch:
+    """An object to fetch again at the pinned version before storing it."""
+
+    collection: str
+    id: str
+    parent_id: str | None
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a batch of events does to the database."""
+
+    upserts: dict[str, list[Incoming]] = field(default_factory=lambda: defaultdict(list))
+    deletes: dict[str, list[tuple[str, float, str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    refetch: dict[tuple[str, str], Refetch] = field(default_factory=dict)
+    events: list[Incoming] = field(default_factory=list)
+    touched_customers: set[str] = field(default_factory=set)
+    touched_subscriptions: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)  # event ids of objects we do not keep
+
+
+def collection_of(catalog: Catalog, event: dict[str, Any]) -> Collection | None:
+    obj = event.get("data", {}).get("object", {})
+    etype = str(event.get("type", ""))
+    for c in catalog:
+        if etype in c.read.event_types:
+            return c
+    kind = obj.get("object")
+    if not isinstance(kind, str):
+        return None
+    if etype.startswith(("customer.source.", "account.external_account.")):
+        for c in catalog:
+            if kind in c.objects and etype in c.events:
+                return c
+    return catalog.for_object(kind)
+
+
+def parent_of(c: Collection, obj: dict[str, Any]) -> str | None:
+    if not c.read.parent and not any(r.parent for r in c.extra_reads):
+        return None
+    for f in PARENT_FIELDS:
+        v = obj.get(f)
+        if isinstance(v, str) and v:
+            return v
+        if isinstance(v, dict) and isinstance(v.get("id"), str):
+            return str(v["id"])
+    return None
+
+
+def _truncated(obj: dict[str, Any]) -> bool:
+    for v in obj.values():
+        if isinstance(v, dict) and v.get("object") == "list" and v.get("has_more"):
+            return True
+    return False
+
+
+def plan_events(
+    events: Sequence[dict[str, Any]],
+    *,
+    catalog: Catalog | None = None,
+    pinned_version: str = PINNED_VERSION,
+) -> Plan:
+    """Decide what to write for a batch of events given oldest first."""
+    catalog = catalog or build_catalog()
+    plan = Plan()
+    seconds: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for ev in events:
+        plan.events.append(Incoming(ev, stripe_time=float(ev["created"]), event_id=ev["id"]))
+        obj = ev.get("data", {}).get("object") or {}
+        c = collection_of(catalog, ev)
+        oid = obj.get("id")
+        if c is None or not isinstance(oid, str):
+            plan.skipped.append(ev["id"])
+            _touch(plan, obj)
+            continue
+        _touch(plan, obj)
+        seconds[(c.name, oid)].append(int(ev["created"]))
+        parent = parent_of(c, obj)
+        when = float(ev["created"])
+        if ev["type"] in c.delete_events:
+            plan.deletes[c.name].append((oid, when, ev["id"]))
+            plan.refetch.pop((c.name, oid), None)
+            continue
+        stale = ev.get("api_version") not in (None, pinned_version) or _truncated(obj)
+        if stale:
+            plan.refetch[(c.name, oid)] = Refetch(c.name, oid, parent)
+        plan.upserts[c.name].append(
+            Incoming(obj, stripe_time=when, parent_id=parent, event_id=ev["id"])
+        )
+        for child in catalog.children_of(c.name):
+            embedded = _embedded(obj, child)
+            if embedded is not None:
+                items = [o for o in embedded.get("data", []) if o.get("object") in child.objects]
+                plan.upserts[child.name].extend(
+                    Incoming(o, stripe_time=when, parent_id=oid, event_id=ev["id"]) for o in items
+                )
+    # several events of one object in one second: their order is unknown, fetch it
+    for (name, oid), secs in seconds.items():
+        deleted = any(d[0] == oid for d in plan.deletes.get(name, []))
+        if len(secs) != len(set(secs)) and not deleted and (name, oid) not in plan.refetch:
+            parent = next((u.parent_id for u in plan.upserts.get(name, []) if _id(u) == oid), None)
+            plan.refetch[(name, oid)] = Refetch(name, oid, parent)
+    return plan
+
+
+def _id(i: Incoming) -> str | None:
+    return i.obj.get("id") if isinstance(i.obj, dict) else None  # type: ignore[return-value]
+
+
+def _embedded(obj: dict[str, Any], child: Collection) -> dict[str, Any] | None:
+    if not child.read.path:
+        return None
+    name = child.read.path.rstrip("/").rsplit("/", 1)[-1]
+    v = obj.get(name)
+    if isinstance(v, dict) and v.get("object") == "list" and not v.get("has_more"):
+        return v
+    return None
+
+
+def _touch(plan: Plan, obj: dict[str, Any]) -> None:
+    """Remember which customers and subscriptions may have a new upcoming invoice."""
+    kind = obj.get("object")
+    if kind == "customer" and isinstance(obj.get("id"), str):
+        plan.touched_customers.add(obj["id"])
+    cust = obj.get("customer")
+    if isinstance(cust, str):
+        plan.touched_customers.add(cust)
+    if kind == "subscription" and isinstance(obj.get("id"), str):
+        plan.touched_subscriptions.add(obj["id"])
+    sub = obj.get("subscription")
+    if isinstance(sub, str):
+        plan.touched_subscriptions.add(sub)
+
+
+async def apply_plan(
+    conn: Conn, store: Store, plan: Plan, *, catalog: Catalog | None = None
+) -> int:
+    """Write a plan in the caller's transaction; returns the rows written."""
+    catalog = catalog or build_catalog()
+    written = 0
+    if plan.events:
+        written += (await store.upsert(conn, catalog["event"], plan.events)).written
+    for name, items in plan.upserts.items():
+        written += (await store.upsert(conn, catalog[name], items)).written
+    for name, dels in plan.deletes.items():
+        c = catalog[name]
+        for oid, when, event_id in dels:
+            written += await store.delete(
+                conn,
+                c,
+                [oid],
+                deleted_at=when,
+                event_id=event_id,
+                children=catalog.children_of(name),
+            )
+    return written

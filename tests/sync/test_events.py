@@ -1,0 +1,126 @@
+import psycopg
+import pytest
+
+from stripesync.catalog import build_catalog
+from stripesync.schema.migrate import migrate
+from stripesync.store import Store
+from stripesync.stripe_api.client import PINNED_VERSION
+from stripesync.sync.events import apply_plan, plan_events
+
+CAT = build_catalog()
+_n = 0
+
+
+def event(etype, obj, created, *, version=PINNED_VERSION, previous=None):
+    global _n
+    _n += 1
+    data = {"object": obj}
+    if previous is not None:
+        data["previous_attributes"] = previous
+    return {
+        "id": f"evt_{_n:06d}",
+        "object": "event",
+        "type": etype,
+        "created": created,
+        "api_version": version,
+        "livemode": False,
+        "pending_webhooks": 0,
+        "request": {"id": None, "idempotency_key": None},
+        "data": data,
+    }
+
+
+def customer(cid, **kw):
+    return {"id": cid, "object": "customer", "created": 1, "livemode": False, **kw}
+
+
+@pytest.fixture
+async def conn(database_url):
+    async with await psycopg.AsyncConnection.connect(database_url) as c:
+        await migrate(c, "stripe")
+        await c.commit()
+        yield c
+
+
+async def _rows(conn, q):
+    return await (await conn.execute(q)).fetchall()
+
+
+async def test_creates_updates_and_deletes_land_in_order(conn):
+    evs = [
+        event("customer.created", customer("cus_1", email="a@x"), 100),
+        event("customer.updated", customer("cus_1", email="b@x"), 101, previous={"email": "a@x"}),
+        event("customer.created", customer("cus_2"), 102),
+        event(
+            "customer.tax_id.created",
+            {"id": "txi_1", "object": "tax_id", "customer": "cus_2", "created": 102},
+            102,
+        ),
+        event("customer.deleted", customer("cus_2", deleted=True), 103),
+    ]
+    plan = plan_events(evs)
+    assert not plan.refetch
+    await apply_plan(conn, Store(), plan)
+    assert await _rows(conn, "SELECT id, email FROM stripe.customer") == [("cus_1", "b@x")]
+    assert await _rows(conn, "SELECT count(*) FROM stripe.tax_id") == [(0,)]  # child gone too
+    assert await _rows(conn, "SELECT collection, id FROM stripe._deletions") == [
+        ("customer", "cus_2")
+    ]
+    assert await _rows(conn, "SELECT count(*) FROM stripe.event") == [(5,)]
+
+
+async def test_a_canceled_subscription_keeps_its_row():
+    sub = {
+        "id": "sub_1",
+        "object": "subscription",
+        "status": "canceled",
+        "customer": "cus_1",
+        "created": 1,
+    }
+    plan = plan_events([event("customer.subscription.deleted", sub, 200)])
+    assert not plan.deletes
+    assert [i.obj["status"] for i in plan.upserts["subscription"]] == ["canceled"]
+    assert plan.touched_customers == {"cus_1"} and plan.touched_subscriptions == {"sub_1"}
+
+
+async def test_other_api_version_or_same_second_events_are_refetched():
+    a = event("customer.updated", customer("cus_9", email="x"), 300, version="2020-08-27")
+    plan = plan_events([a])
+    assert ("customer", "cus_9") in plan.refetch
+    b = event("customer.updated", customer("cus_8", email="1"), 400)
+    c = event("customer.updated", customer("cus_8", email="2"), 400)
+    plan = plan_events([b, c])
+    assert ("customer", "cus_8") in plan.refetch
+
+
+async def test_sources_are_routed_by_their_object_type():
+    card = {"id": "card_1", "object": "card", "customer": "cus_1"}
+    bank = {"id": "ba_1", "object": "bank_account", "customer": "cus_1"}
+    plan = plan_events(
+        [
+            event("customer.source.created", card, 10),
+            event("customer.source.created", bank, 11),
+        ]
+    )
+    assert [i.parent_id for i in plan.upserts["source"]] == ["cus_1"]
+    assert [i.obj["id"] for i in plan.upserts["bank_account"]] == ["ba_1"]
+
+
+async def test_invoice_events_keep_invoice_lines_current(conn):
+    inv = {
+        "id": "in_1",
+        "object": "invoice",
+        "customer": "cus_1",
+        "created": 5,
+        "lines": {
+            "object": "list",
+            "has_more": False,
+            "url": "/v1/invoices/in_1/lines",
+            "data": [{"id": "il_1", "object": "line_item", "amount": 500}],
+        },
+    }
+    plan = plan_events([event("invoice.created", inv, 500)])
+    await apply_plan(conn, Store(), plan)
+    assert await _rows(conn, "SELECT id, amount, _parent_id FROM stripe.line_item") == [
+        ("il_1", 500, "in_1")
+    ]
