@@ -1,0 +1,182 @@
+"""The live sync: poll GET /v1/events, apply new events oldest first, crash-safe.
+
+The cursor (`_events_cursor`, name 'live') is the newest event applied. Each poll pages
+forward from it with `ending_before` (Stripe returns the events just newer than the
+cursor, newest first within a page), applies them oldest first, and commits the rows
+with the new cursor in one transaction: after a crash the same events are fetched
+again, and the ones already in the `event` table are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from stripesync.catalog import Catalog, build_catalog
+from stripesync.schema.columns import quote
+from stripesync.store import Incoming, Store
+from stripesync.stripe_api.client import StripeApi, StripeApiError
+from stripesync.sync.events import Refetch, apply_plan, plan_events
+
+log = logging.getLogger("stripesync.live")
+
+RETENTION_SECONDS = 30 * 24 * 3600
+MAX_EVENTS_PER_POLL = 1000
+
+
+class CursorExpired(Exception):
+    """The saved cursor is older than Stripe keeps events: a re-backfill is needed."""
+
+
+@dataclass(slots=True)
+class PollResult:
+    events: int
+    applied: int
+    refetched: int
+    lag_seconds: float | None  # now - created of the newest event applied
+
+
+class LiveSync:
+    def __init__(
+        self,
+        api: StripeApi,
+        pool: AsyncConnectionPool,  # type: ignore[type-arg]
+        *,
+        schema: str = "stripe",
+        catalog: Catalog | None = None,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.api = api
+        self.pool = pool
+        self.schema = schema
+        self.catalog = catalog or build_catalog()
+        self.store = Store(schema)
+        self.poll_interval = poll_interval
+        self.nudge = asyncio.Event()  # a verified webhook asks for an immediate poll
+        self.events_applied = 0
+        self.last_event_created: float | None = None
+
+    async def cursor(self) -> tuple[str | None, int | None]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT event_id, event_created FROM {quote(self.schema)}._events_cursor "
+                "WHERE name = 'live'"
+            )
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    async def fetch_new(self, event_id: str | None, created: int | None) -> list[dict[str, Any]]:
+        """Events newer than the cursor, oldest first (at most MAX_EVENTS_PER_POLL)."""
+        if created is not None and created < time.time() - RETENTION_SECONDS:
+            raise CursorExpired(
+                f"the events cursor is from {time.ctime(created)}, older than Stripe's "
+                "30-day retention of events"
+            )
+        out: list[dict[str, Any]] = []
+        if event_id is None:
+            # no event existed when the cursor was recorded: everything since then
+            params: dict[str, Any] = {"limit": 100, "created[gte]": created or 0}
+            newest_first: list[dict[str, Any]] = []
+            while True:
+                page = await self.api.get("/v1/events", params)
+                newest_first.extend(page.get("data", []))
+                if not page.get("has_more") or len(newest_first) >= MAX_EVENTS_PER_POLL * 10:
+                    break
+                params["starting_after"] = newest_first[-1]["id"]
+            return list(reversed(newest_first))
+        before = event_id
+        while len(out) < MAX_EVENTS_PER_POLL:
+            try:
+                page = await self.api.get("/v1/events", {"limit": 100, "ending_before": before})
+            except StripeApiError as e:
+                if e.status in (400, 404) and (e.param == "ending_before" or e.not_found):
+                    raise CursorExpired(f"Stripe no longer has the cursor event: {e}") from None
+                raise
+            data = page.get("data", [])
+            if not data:
+                break
+            out.extend(reversed(data))
+            before = data[0]["id"]
+            if not page.get("has_more"):
+                break
+        return out
+
+    async def _refetch(
+        self, items: list[Refetch]
+    ) -> list[tuple[Refetch, dict[str, Any] | None, float]]:
+        async def one(r: Refetch) -> tuple[Refetch, dict[str, Any] | None, float]:
+            c = self.catalog[r.collection]
+            path = c.read.retrieve
+            if path is None:
+                return r, None, time.time()
+            # the last brace is the object's id; an earlier one is its parent's
+            path = re.sub(r"\{[a-z_]+\}$", r.id, path)
+            if "{" in path:
+                if r.parent_id is None:
+                    return r, None, time.time()
+                path = re.sub(r"\{[a-z_]+\}", r.parent_id, path, count=1)
+            fetched = time.time()
+            try:
+                return r, await self.api.get(path, stripe_version=c.read.api_version), fetched
+            except StripeApiError as e:
+                if e.not_found:
+                    return r, None, fetched
+                raise
+
+        return list(await asyncio.gather(*(one(r) for r in items)))
+
+    async def poll_once(self) -> PollResult:
+        event_id, created = await self.cursor()
+        events = await self.fetch_new(event_id, created)
+        if not events:
+            return PollResult(0, 0, 0, None)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT id FROM {quote(self.schema)}.event WHERE id = ANY(%s)",
+                ([e["id"] for e in events],),
+            )
+            seen = {r[0] for r in await cur.fetchall()}
+        fresh = [e for e in events if e["id"] not in seen]
+        plan = plan_events(fresh, catalog=self.catalog)
+        refetched = await self._refetch(list(plan.refetch.values()))
+        newest = events[-1]
+        async with self.pool.connection() as conn, conn.transaction():
+            applied = await apply_plan(conn, self.store, plan, catalog=self.catalog)
+            for r, obj, fetched in refetched:
+                if obj is not None:
+                    await self.store.upsert(
+                        conn,
+                        self.catalog[r.collection],
+                        [Incoming(obj, stripe_time=fetched, parent_id=r.parent_id)],
+                    )
+            await conn.execute(
+                f"INSERT INTO {quote(self.schema)}._events_cursor (name, event_id, event_created) "
+                "VALUES ('live', %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "event_id = excluded.event_id, event_created = excluded.event_created, "
+                "recorded_at = now()",
+                (newest["id"], newest["created"]),
+            )
+        self.events_applied += len(fresh)
+        self.last_event_created = float(newest["created"])
+        log.info("applied %d events (cursor %s)", len(fresh), newest["id"])
+        return PollResult(len(events), applied, len(refetched), time.time() - newest["created"])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set; a nudge (webhook) polls at once."""
+        while not stop.is_set():
+            result = await self.poll_once()
+            if result.events >= MAX_EVENTS_PER_POLL:
+                continue  # a backlog: keep going without waiting
+            self.nudge.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.nudge.wait())]
+            _, pending = await asyncio.wait(
+                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in pending:
+                w.cancel()
