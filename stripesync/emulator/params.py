@@ -1,0 +1,165 @@
+"""Request parameters checked and typed against the SDK's parameter TypedDicts.
+
+Stripe refuses what it does not know: an unknown parameter, a missing required one, a
+value of the wrong type, or an empty string for a parameter that cannot be unset. The
+messages follow Stripe's wording.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from stripesync.catalog.spec import TypeDesc
+from stripesync.emulator.errors import StripeError
+from stripesync.emulator.formcodec import Indexed, plain
+
+_INT = re.compile(r"-?\d+\Z")
+UNSET = ""  # an empty string: "unset this"
+
+
+class ParamChecker:
+    def __init__(self, params: dict[str, dict[str, Any]]) -> None:
+        self.params = params
+
+    def check(self, params_name: str | None, raw: dict[str, Any]) -> dict[str, Any]:
+        """Typed parameters, or a StripeError. Without a declared type, anything goes."""
+        if params_name is None or params_name not in self.params:
+            return plain(raw)  # type: ignore[no-any-return]
+        return self._object(params_name, raw, "")
+
+    def fields(self, params_name: str | None) -> dict[str, TypeDesc]:
+        if params_name is None or params_name not in self.params:
+            return {}
+        return self.params[params_name]["fields"]  # type: ignore[no-any-return]
+
+    # ---- walking ---------------------------------------------------------------------
+
+    def _object(self, name: str, raw: dict[str, Any], prefix: str) -> dict[str, Any]:
+        fields: dict[str, TypeDesc] = self.params[name]["fields"]
+        unknown = [k for k in raw if k not in fields]
+        if unknown:
+            names = [_join(prefix, k) for k in unknown]
+            if len(names) == 1:
+                msg = f"Received unknown parameter: {names[0]}"
+            else:
+                msg = f"Received unknown parameters: {', '.join(names)}"
+            raise StripeError.invalid(msg, param=names[0], validation=True)
+        out: dict[str, Any] = {}
+        for key, d in fields.items():
+            if key in raw:
+                out[key] = self._value(d, raw[key], _join(prefix, key))
+            elif d.get("required"):
+                raise StripeError.invalid(
+                    f"Missing required param: {_join(prefix, key)}.",
+                    param=_join(prefix, key),
+                    code="parameter_missing",
+                    validation=True,
+                )
+        return out
+
+    def _value(self, d: TypeDesc, v: Any, param: str) -> Any:
+        if isinstance(v, str) and v == "":
+            if d.get("emptyable") or d.get("t") == "any":
+                return UNSET
+            if d.get("t") == "str" and not d.get("required"):
+                return UNSET  # a string parameter: "" unsets it
+            raise StripeError.invalid(
+                f"You passed an empty string for '{param}'. We assume empty values are an "
+                f"attempt to unset a parameter; however '{param}' cannot be unset. You should "
+                f"remove '{param}' from your request or supply a non-empty value.",
+                param=param,
+                code="parameter_invalid_empty",
+                validation=True,
+            )
+        t = d.get("t")
+        if t == "union":
+            return self._union(d, v, param)
+        if t == "str":
+            if not isinstance(v, str):
+                raise _invalid(f"Invalid string: {_show(v)}", param)
+            return v
+        if t == "int":
+            if isinstance(v, str) and _INT.match(v):
+                return int(v)
+            raise _invalid(f"Invalid integer: {_show(v)}", param)
+        if t == "float":
+            try:
+                if isinstance(v, str):
+                    return float(v)
+            except ValueError:
+                pass
+            raise _invalid(f"Invalid decimal: {_show(v)}", param)
+        if t == "bool":
+            if v in ("true", "false"):
+                return v == "true"
+            raise _invalid(f"Invalid boolean: {_show(v)}", param)
+        if t == "enum":
+            values = d["values"]
+            if isinstance(v, str) and v in values:
+                return v
+            shown = [str(x) for x in values]
+            listed = (
+                ", ".join(shown[:-1]) + f", or {shown[-1]}" if len(shown) > 1 else "".join(shown)
+            )
+            raise _invalid(
+                f"Invalid {param.rsplit('[', 1)[-1].rstrip(']')}: must be one of {listed}", param
+            )
+        if t == "list":
+            if isinstance(v, Indexed):
+                items = v.as_list()
+            elif isinstance(v, list):
+                items = v
+            else:
+                raise _invalid("Invalid array", param)
+            return [self._value(d["of"], x, f"{param}[{i}]") for i, x in enumerate(items)]
+        if t == "map":
+            if not isinstance(v, dict):
+                raise _invalid("Invalid hash", param)
+            return {
+                str(k): UNSET if x == "" else self._value(d["of"], x, f"{param}[{k}]")
+                for k, x in v.items()
+            }
+        if t == "class":
+            name = d["name"]
+            if not isinstance(v, dict):
+                raise _invalid("Invalid hash", param)
+            if name not in self.params:
+                return plain(v)
+            return self._object(name, v, param)
+        return plain(v)
+
+    def _union(self, d: TypeDesc, v: Any, param: str) -> Any:
+        options: list[TypeDesc] = d["of"]
+        if isinstance(v, dict):
+            for o in options:
+                if o.get("t") in ("class", "map", "list", "any"):
+                    if o.get("t") == "list" and not isinstance(v, Indexed):
+                        continue
+                    return self._value(o, v, param)
+            raise _invalid(f"Invalid {param}: expected a scalar value", param)
+        first: StripeError | None = None
+        for o in options:
+            if o.get("t") in ("class", "map", "list"):
+                continue
+            try:
+                return self._value(o, v, param)
+            except StripeError as e:
+                first = first or e
+        if first is not None:
+            raise first
+        raise _invalid("Invalid hash", param)
+
+
+def _invalid(message: str, param: str) -> StripeError:
+    return StripeError.invalid(message, param=param, validation=True)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}[{key}]" if prefix else key
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_show(x)}" for k, x in plain(v).items()) + "}"
+    return str(v)
