@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,7 +214,7 @@ def print_result(result: BackfillResult) -> None:
         f"in {result.seconds:.1f} s"
     )
     for name, reason in sorted(result.skipped.items()):
-        console.print(f"  skipped {name}: {reason}", markup=False)
+        console.print(f"  skipped {name}: {reason}", markup=False, soft_wrap=True)
 
 
 # ---- status ---------------------------------------------------------------------------
@@ -296,3 +296,124 @@ def run_command(coro: Any) -> int:
     except KeyboardInterrupt:
         print("stripesync: interrupted", file=sys.stderr)
         return 130
+
+
+# ---- demo -----------------------------------------------------------------------------
+
+DEMO_DATABASE = "stripesync_demo"
+DEMO_KEY = "sk_test_stripesync_demo"
+
+
+def register_demo(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "demo",
+        help="offline demo: emulator + embedded PostgreSQL + backfill + live sync",
+    )
+    p.add_argument("--customers", type=int, default=500, help="size of the seeded account")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--data-dir", default=None, help="embedded PostgreSQL directory (default: user data dir)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_command(_demo(args))
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from stripesync.emulator.generator import generate
+    from stripesync.emulator.server import EmulatorServer
+    from stripesync.sync.live import LiveSync
+
+    console = Console(stderr=True)
+    pg = EmbeddedPostgres(args.data_dir or default_data_dir(), port=0)
+    try:
+        pg.start()
+    except EmbeddedPostgresError as e:
+        raise UserError(f"embedded PostgreSQL: {e}") from None
+    admin = await psycopg.AsyncConnection.connect(pg.tcp_url, autocommit=True)
+    async with admin:
+        cur = await admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,))
+        if await cur.fetchone() is None:
+            await admin.execute(f"CREATE DATABASE {DEMO_DATABASE}")
+    url = pg.url_for(DEMO_DATABASE, tcp=True)
+    with EmulatorServer() as emu:
+        counts = generate(emu.emulator, customers=args.customers, seed=42)
+        added = counts["added"]
+        console.print(
+            f"emulator: {emu.url} seeded with "
+            + ", ".join(f"{n} {t}" for t, n in sorted(added.items()))
+        )
+        async with connect_pool(url, max_size=20) as pool:
+            async with pool.connection() as conn:
+                # the emulator starts empty every time: so does the demo's schema
+                await conn.execute("DROP SCHEMA IF EXISTS stripe CASCADE")
+                await migrate(conn, "stripe")
+            async with StripeApi(DEMO_KEY, api_base=emu.url, max_rps=200) as api:
+                result = await run_backfill(
+                    api, pool, "stripe", None, progress=not args.no_progress
+                )
+                print_result(result)
+                live = LiveSync(api, pool, schema="stripe")
+                print_demo_help(console, pg.url_for(DEMO_DATABASE, tcp=False))
+                stop = asyncio.Event()
+                tasks = [
+                    asyncio.create_task(live.run(stop)),
+                    asyncio.create_task(_trickle(emu.url, stop)),
+                ]
+                try:
+                    if args.duration is not None:
+                        await asyncio.wait_for(stop.wait(), args.duration)
+                    else:
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+                finally:
+                    stop.set()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                console.print(f"live sync applied {live.events_applied} events; stopping")
+    return EXIT_OK
+
+
+def print_demo_help(console: Console, psql_url: str) -> None:
+    console.print(f"\ndatabase: psql '{psql_url}'", markup=False, highlight=False, soft_wrap=True)
+    console.print("try:", markup=False)
+    for q in (
+        "SELECT id, email, created FROM stripe.customer ORDER BY created DESC LIMIT 5;",
+        "SELECT c.email, sum(ch.amount) / 100.0 AS paid FROM stripe.charge ch "
+        "JOIN stripe.customer c ON c.id = ch.customer_id GROUP BY 1 ORDER BY 2 DESC LIMIT 5;",
+        "SELECT collection, state, objects FROM stripe._collection_state "
+        "WHERE objects > 0 ORDER BY objects DESC;",
+    ):
+        console.print(f"  {q}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        "new customers and updates arrive through the live sync every second; "
+        "Ctrl-C stops the demo\n",
+        markup=False,
+    )
+
+
+async def _trickle(api_base: str, stop: asyncio.Event) -> None:
+    """A little activity through the official SDK: new customers, updates."""
+    import stripe
+
+    client = stripe.StripeClient(
+        DEMO_KEY,
+        base_addresses={"api": api_base},
+        http_client=stripe.HTTPXClient(),
+        max_network_retries=0,
+    )
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            c = await client.v1.customers.create_async(
+                {"email": f"live{n}@example.com", "name": f"Live customer {n}"}
+            )
+            await client.v1.customers.update_async(c.id, {"metadata": {"plan": "demo"}})
+        except stripe.StripeError as e:
+            log.warning("demo activity: %s", e)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)

@@ -27,7 +27,7 @@ def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: 
     from stripesync import app
     from stripesync.emulator import cli as emulator_cli
 
-    return [app.register, emulator_cli.register]
+    return [app.register, app.register_demo, emulator_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

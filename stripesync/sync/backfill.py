@@ -22,12 +22,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog
+from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog, load_spec
 from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
 from stripesync.stripe_api.client import StripeApi, StripeApiError
@@ -435,7 +436,9 @@ class Backfill:
     ) -> dict[str, Any]:
         async with self._sem:
             try:
-                return await self.api.get(path, params, stripe_version=read.api_version)
+                return await self.api.get(
+                    path, _supported(read, params), stripe_version=read.api_version
+                )
             except StripeApiError as e:
                 reason = _refusal(e)
                 if reason is None:
@@ -448,7 +451,9 @@ class Backfill:
         """A child list; a parent Stripe no longer has (404) simply has no children."""
         async with self._sem:
             try:
-                return await self.api.get(path, params, stripe_version=read.api_version)
+                return await self.api.get(
+                    path, _supported(read, params), stripe_version=read.api_version
+                )
             except StripeApiError as e:
                 if e.not_found and e.code == "resource_missing":
                     raise _ParentGone from None
@@ -555,6 +560,24 @@ class Backfill:
     def _emit(self, p: Progress) -> None:
         if self.on_progress:
             self.on_progress(p)
+
+
+def _supported(read: Read, params: dict[str, Any]) -> dict[str, Any]:
+    """Leave out paging parameters a list does not take (report types, capabilities)."""
+    if read.path is None or read.api_version:
+        return params
+    accepted = _list_params(read.path)
+    if accepted is None:
+        return params
+    return {k: v for k, v in params.items() if k.split("[")[0] in accepted or k in read.params}
+
+
+@cache
+def _list_params(path: str) -> frozenset[str] | None:
+    op = load_spec().operation("GET", path)
+    if op is None or op.params is None:
+        return None
+    return frozenset(load_spec().param_fields(op.params))
 
 
 def _slice_key(path: str, name: str) -> str:
