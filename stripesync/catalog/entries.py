@@ -125,52 +125,25 @@ def _class_of(spec: Spec, obj: str) -> str:
     return spec.objects[obj]
 
 
-def _listed(
+def _entry(
     spec: Spec,
     name: str,
     path: str,
     *,
+    parent: str | None = None,
+    parent_param: str | None = None,
     obj: str | None = None,
     params: dict[str, str] | None = None,
     writes: Writes | None = None,
     **kw: object,
 ) -> Collection:
+    """A collection read from a list endpoint: top-level, or a parent's when `parent`."""
     obj = obj or name
     return Collection(
         name=name,
         object=obj,
         read=Read(
-            kind=ReadKind.LIST,
-            path=path,
-            params=params or {},
-            created_filter=_has_created(spec, path),
-            retrieve=_retrieve(spec, path),
-        ),
-        sdk_class=_class_of(spec, obj),
-        events=_events_for(spec, obj, name),
-        writes=writes if writes is not None else derive_writes(spec, path),
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def _nested(
-    spec: Spec,
-    name: str,
-    path: str,
-    parent: str,
-    parent_param: str,
-    *,
-    obj: str | None = None,
-    params: dict[str, str] | None = None,
-    writes: Writes | None = None,
-    **kw: object,
-) -> Collection:
-    obj = obj or name
-    return Collection(
-        name=name,
-        object=obj,
-        read=Read(
-            kind=ReadKind.NESTED,
+            kind=ReadKind.NESTED if parent else ReadKind.LIST,
             path=path,
             parent=parent,
             parent_param=parent_param,
@@ -183,6 +156,16 @@ def _nested(
         writes=writes if writes is not None else derive_writes(spec, path),
         **kw,  # type: ignore[arg-type]
     )
+
+
+def _listed(spec: Spec, name: str, path: str, **kw: object) -> Collection:
+    return _entry(spec, name, path, **kw)  # type: ignore[arg-type]
+
+
+def _nested(
+    spec: Spec, name: str, path: str, parent: str, parent_param: str, **kw: object
+) -> Collection:
+    return _entry(spec, name, path, parent=parent, parent_param=parent_param, **kw)  # type: ignore[arg-type]
 
 
 def _legacy_cols(spec: str) -> tuple[LegacyColumn, ...]:

@@ -371,7 +371,7 @@ class Backfill:
                 params["starting_after"] = after
             fetched = time.time()
             try:
-                page = await self._get_child(c, read, path, params)
+                page = await self._get(c, read, path, params, child=True)
             except _ParentGone:
                 page = {"data": [], "has_more": False}
             data = page.get("data", [])
@@ -432,30 +432,23 @@ class Backfill:
     # ---- plumbing ------------------------------------------------------------------------
 
     async def _get(
-        self, c: Collection, read: Read, path: str, params: dict[str, Any]
+        self,
+        c: Collection,
+        read: Read,
+        path: str,
+        params: dict[str, Any],
+        *,
+        child: bool = False,
     ) -> dict[str, Any]:
+        """One list or retrieve request; a refusal skips the collection. For a child
+        list (`child`), a parent Stripe no longer has (404) simply has no children."""
         async with self._sem:
             try:
                 return await self.api.get(
                     path, _supported(read, params), stripe_version=read.api_version
                 )
             except StripeApiError as e:
-                reason = _refusal(e)
-                if reason is None:
-                    raise
-                raise Skip(reason) from None
-
-    async def _get_child(
-        self, c: Collection, read: Read, path: str, params: dict[str, Any]
-    ) -> dict[str, Any]:
-        """A child list; a parent Stripe no longer has (404) simply has no children."""
-        async with self._sem:
-            try:
-                return await self.api.get(
-                    path, _supported(read, params), stripe_version=read.api_version
-                )
-            except StripeApiError as e:
-                if e.not_found and e.code == "resource_missing":
+                if child and e.not_found and e.code == "resource_missing":
                     raise _ParentGone from None
                 reason = _refusal(e)
                 if reason is None:
