@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 from rich.console import Console
@@ -54,8 +55,6 @@ class BackfillProgress:
                 p.collection, total=None, objects=0, pages=0, rate="", start=True
             )
             self._tasks[p.collection] = task
-        import time
-
         elapsed = max(1e-6, time.monotonic() - p.started)
         # the unit of completion: time slices, or parents for children
         total = p.slices_total or p.parents_total or None

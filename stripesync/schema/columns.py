@@ -153,9 +153,5 @@ def _columns(collection: Collection) -> tuple[Column, ...]:
     return tuple(out)
 
 
-def key_column(collection: Collection) -> str:
-    return collection.key
-
-
 def quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'

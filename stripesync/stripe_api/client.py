@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -233,7 +232,3 @@ def _api_error(e: stripe.StripeError, method: str, path: str) -> StripeApiError:
         method=method.upper(),
         path=path,
     )
-
-
-def now() -> float:
-    return time.time()
