@@ -102,7 +102,48 @@ def make_bank_account(em: Emulator, **values: Any) -> dict[str, Any]:
 
 
 def price_copy(call: Call, price_id: str, param: str = "price") -> dict[str, Any]:
+    """A copy of price `price_id`. A plan's id is accepted too: on Stripe a plan made with
+    the Plans API is a price, usable wherever a price or a plan is asked for."""
+    if isinstance(price_id, str) and price_id and call.em.get("price", price_id) is None:
+        plan = call.em.get("plan", price_id)
+        if plan is not None:
+            return price_from_plan(call.em, plan.obj)
+        if param.endswith("plan]") or param == "plan":
+            raise StripeError.missing("plan", price_id, param=param)
     return require_ref(call, "price", price_id, param).copy()
+
+
+def price_from_plan(em: Emulator, plan: dict[str, Any]) -> dict[str, Any]:
+    """The price a plan is, in the Prices API's shape."""
+    price = em.shapes.new("Price")
+    recurring = em.shapes.new("Price.Recurring")
+    recurring.update(
+        interval=plan.get("interval", "month"),
+        interval_count=plan.get("interval_count") or 1,
+        usage_type=plan.get("usage_type") or "licensed",
+        meter=plan.get("meter"),
+        trial_period_days=plan.get("trial_period_days"),
+    )
+    price.update(
+        id=plan["id"],
+        active=plan.get("active", True),
+        billing_scheme=plan.get("billing_scheme") or "per_unit",
+        created=plan.get("created", 0),
+        currency=plan.get("currency", "usd"),
+        livemode=plan.get("livemode", False),
+        metadata=dict(plan.get("metadata") or {}),
+        nickname=plan.get("nickname"),
+        product=plan.get("product"),
+        recurring=recurring,
+        tiers=plan.get("tiers"),
+        tiers_mode=plan.get("tiers_mode"),
+        transform_quantity=plan.get("transform_usage"),
+        type="recurring",
+        unit_amount=plan.get("amount"),
+        unit_amount_decimal=plan.get("amount_decimal"),
+        tax_behavior="unspecified",
+    )
+    return price
 
 
 def plan_from_price(em: Emulator, price: dict[str, Any]) -> dict[str, Any] | None:
@@ -223,6 +264,9 @@ def _customer_create(call: Call, obj: dict[str, Any]) -> None:
     if isinstance(src, str) and src:
         card = _attach_source(call, obj["id"], src)
         obj["default_source"] = card["id"]
+    pm = call.param("payment_method")
+    if isinstance(pm, str) and pm:
+        attach_payment_method(call, payment_method_ref(call, pm, "payment_method"), obj["id"])
 
 
 @customer.on_update
@@ -363,6 +407,51 @@ def _create_external_account(call: Call) -> Any:
     return rec
 
 
+# ---- payment methods ---------------------------------------------------------------------
+
+PM_BRANDS = {"Visa": "visa", "MasterCard": "mastercard", "American Express": "amex"}
+
+
+def payment_method_ref(call: Call, pm_id: Any, param: str) -> Record:
+    """Payment method `pm_id`; a test-mode id (`pm_card_visa`, `pm_card_mastercard`, …)
+    stands, as on Stripe, for a new card payment method made each time it is used."""
+    em = call.em
+    test_card = isinstance(pm_id, str) and pm_id.startswith("pm_card_")
+    if test_card and em.get("payment_method", pm_id) is None:
+        token = "tok_" + pm_id.removeprefix("pm_card_")
+        if token in CARDS:
+            brand, last4, funding = CARDS[token]
+            card = em.shapes.new("PaymentMethod.Card")
+            card.update(
+                brand=PM_BRANDS.get(brand, brand.lower()),
+                display_brand=PM_BRANDS.get(brand, brand.lower()),
+                last4=last4,
+                funding=funding,
+                exp_month=12,
+                exp_year=2034,
+                country="US",
+                fingerprint=em.ids.token(16),
+            )
+            pm = em.new_object("payment_method", type="card", card=card)
+            return em.insert("payment_method", pm)
+    return require_ref(call, "payment_method", pm_id, param)
+
+
+def attach_payment_method(call: Call, pm: Record, customer_id: str) -> Record:
+    before = pm.copy()
+    pm.obj["customer"] = customer_id
+    call.em.changed(call, pm, before, event=None)
+    call.em.emit_for(call, pm, "attached")
+    return pm
+
+
+@endpoint("POST", "/v1/payment_methods/{payment_method}/attach")
+def _attach_payment_method(call: Call) -> Any:
+    cus = require_ref(call, "customer", call.param("customer"), "customer")
+    pm = payment_method_ref(call, call.pp("payment_method"), "payment_method")
+    return attach_payment_method(call, pm, cus.id)
+
+
 # ---- tax ids -----------------------------------------------------------------------------
 
 
@@ -451,7 +540,9 @@ def _product_create(call: Call, obj: dict[str, Any]) -> None:
 
 @product.on_delete
 def _product_delete(call: Call, rec: Record) -> None:
-    for p in call.em.store.objects("price").values():
+    em = call.em
+    # a plan made with the Plans API is a price too
+    for p in (*em.store.objects("price").values(), *em.store.objects("plan").values()):
         if p.obj.get("product") == rec.id:
             raise StripeError.invalid(
                 "This product cannot be deleted because it has one or more user-created prices."
@@ -663,6 +754,9 @@ def _subscription_invoice(call: Call, sub: dict[str, Any], cus: Record, reason: 
             "end": it.obj["current_period_end"],
         }
         em.insert("line_item", line)
+    # an invoice item made without an invoice goes on the customer's next invoice, and so
+    # on a new subscription's first one (how a setup fee was added before add_invoice_items)
+    _pull_pending_items(call, rec, sub["id"])
     _recompute_invoice(em, rec.obj)
     rec.touch()
     em.emit_for(call, rec, "created")
@@ -1024,19 +1118,29 @@ def _invoice_create(call: Call, obj: dict[str, Any]) -> None:
 
 @invoice.after_create
 def _invoice_created(call: Call, rec: Record) -> None:
-    em = call.em
     if call.param("pending_invoice_items_behavior") != "include":
         return
+    if _pull_pending_items(call, rec):
+        refresh_invoice(call, rec.id, event=False)
+
+
+def _pull_pending_items(call: Call, rec: Record, subscription: str | None = None) -> bool:
+    """Move the customer's pending invoice items onto invoice `rec`, one line each; for a
+    subscription's invoice, those made for another subscription stay pending."""
+    em = call.em
     moved = False
     for ii in list(em.store.index("invoiceitem").records()):
-        if ii.obj.get("customer") == rec.obj.get("customer") and not ii.obj.get("invoice"):
-            before = ii.copy()
-            ii.obj["invoice"] = rec.id
-            em.changed(call, ii, before, event=None)
-            _line_for_item(call, ii)
-            moved = True
-    if moved:
-        refresh_invoice(call, rec.id, event=False)
+        if ii.obj.get("customer") != rec.obj.get("customer") or ii.obj.get("invoice"):
+            continue
+        details = (ii.obj.get("parent") or {}).get("subscription_details") or {}
+        if subscription is not None and details.get("subscription") not in (None, subscription):
+            continue
+        before = ii.copy()
+        ii.obj["invoice"] = rec.id
+        em.changed(call, ii, before, event=None)
+        _line_for_item(call, ii)
+        moved = True
+    return moved
 
 
 @invoice.action("finalize_invoice")

@@ -15,7 +15,7 @@
   `{"set": unix time}` (forward only).
 - `POST /_emulator/load[?events=true]`: a JSON array of Stripe objects.
 - `POST /_emulator/generate`: `{"customers": N, "seed": 1, …}` (generator.py).
-- `GET /_emulator/stats`: object counts per collection.
+- `GET /_emulator/stats`: object counts per collection, API answers by status.
 """
 
 from __future__ import annotations
@@ -111,7 +111,11 @@ class Controls:
         return 200, generate(self.em, **data)
 
     def _stats(self, method: str, data: Any, q: dict[str, str]) -> tuple[int, Any]:
-        return 200, {"objects": self.em.store.counts(), "now": self.em.clock.now()}
+        return 200, {
+            "objects": self.em.store.counts(),
+            "now": self.em.clock.now(),
+            "responses": {str(k): v for k, v in sorted(self.em.responses.items())},
+        }
 
 
 def _err(status: int, message: str) -> tuple[int, bytes]:

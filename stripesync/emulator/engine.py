@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,10 +123,12 @@ class Emulator:
         self.event_types: set[str] = set(behaviours.EVENT_TYPES) | set(legacy.EVENT_TYPES)
         self.auto_lists = self._auto_lists_table()
         self.includable = self._includable_table()
+        # invoice items have no `created` but a `date` ("time at which the invoice item
+        # was created"), and Stripe lists them newest first by it
         self.ordered_types = {
             t
             for t, cls in self.shapes.type_class.items()
-            if "created" not in self.shapes.fields(cls)
+            if not {"created", "date"} & set(self.shapes.fields(cls))
         }
         self.reset()
 
@@ -141,6 +144,7 @@ class Emulator:
         self.faults = Faults(self.seed)
         self.permissions = Permissions()
         self.idempotency: dict[tuple[str, str], _Idem] = {}
+        self.responses: Counter[int] = Counter()  # answers by status, for stats
 
     @property
     def default_version(self) -> str:
@@ -161,6 +165,7 @@ class Emulator:
             log.exception("emulator: unexpected error on %s %s", req.method, req.path)
             e = StripeError.api_error(500)
             status, body, extra = e.status, e.to_bytes(), []
+        self.responses[status] += 1
         return Response(status, body, [("request-id", rid), *extra])
 
     def _handle(self, req: Request, rid: str) -> tuple[int, bytes, list[tuple[str, str]]]:
@@ -397,6 +402,8 @@ class Emulator:
 
     def insert(self, obj_type: str, obj: dict[str, Any], *, lists: tuple[str, ...] = ()) -> Record:
         created = obj.get("created")
+        if created is None:
+            created = obj.get("date")
         rec = Record(
             obj_type,
             str(obj.get("id") or ""),

@@ -44,7 +44,9 @@ class ParamChecker:
                 msg = f"Received unknown parameter: {names[0]}"
             else:
                 msg = f"Received unknown parameters: {', '.join(names)}"
-            raise StripeError.invalid(msg, param=names[0], validation=True)
+            raise StripeError.invalid(
+                msg, param=names[0], code="parameter_unknown", validation=True
+            )
         out: dict[str, Any] = {}
         for key, d in fields.items():
             if key in raw:

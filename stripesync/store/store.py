@@ -16,16 +16,19 @@ How a batch is written: the objects' JSON is COPYed into a temporary table, then
 
 from __future__ import annotations
 
-import json
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from stripesync.catalog import Collection
+from stripesync.obs.metrics import record_store_batch
 from stripesync.schema.columns import SYSTEM_COLUMNS, columns_for, quote
 
 Conn = psycopg.AsyncConnection  # type: ignore[type-arg]
@@ -42,7 +45,7 @@ class Incoming:
     event_id: str | None = None
 
     def json(self) -> str:
-        return self.obj if isinstance(self.obj, str) else json.dumps(self.obj)
+        return self.obj if isinstance(self.obj, str) else orjson.dumps(self.obj).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,10 @@ _STAGING = """CREATE TEMP TABLE IF NOT EXISTS _stripesync_incoming (
 ) ON COMMIT DELETE ROWS"""
 
 
+# connections (by backend) that already have the staging table
+_staged: weakref.WeakKeyDictionary[Conn, set[int]] = weakref.WeakKeyDictionary()
+
+
 class Store:
     def __init__(self, schema: str = "stripe") -> None:
         self.schema = schema
@@ -76,8 +83,14 @@ class Store:
         """Write a batch of objects of one collection, newest copy winning."""
         if not items:
             return WriteResult(0, 0)
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            # the staging table empties at commit: COPY and INSERT need one transaction
+            async with conn.transaction():
+                return await self.upsert(conn, collection, items)
         started = time.perf_counter()
-        await conn.execute(_STAGING)
+        if conn.info.backend_pid not in _staged.get(conn, ()):
+            await conn.execute(_STAGING)
+            _staged.setdefault(conn, set()).add(conn.info.backend_pid)
         async with conn.cursor() as cur:
             async with cur.copy(
                 "COPY _stripesync_incoming (ord, raw, parent_id, key, stripe_time, event_id) "
@@ -89,10 +102,14 @@ class Store:
                     )
             await cur.execute(_upsert_sql(self.schema, collection.name), (collection.name,))
             written = cur.rowcount
-            await cur.execute("TRUNCATE _stripesync_incoming")
+            # cheaper than TRUNCATE for one page; needed when the caller's transaction
+            # writes more than one batch
+            await cur.execute("DELETE FROM _stripesync_incoming")
+        elapsed = time.perf_counter() - started
         self.batches += 1
         self.objects += len(items)
-        self.seconds += time.perf_counter() - started
+        self.seconds += elapsed
+        record_store_batch(len(items), elapsed)
         return WriteResult(len(items), max(written, 0))
 
     async def delete(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from stripesync.obs.metrics import RATELIMIT_WAIT
+
 
 class RateLimiter:
     """Hands out at most `rate` permits per second (bursts up to `burst`).
@@ -43,8 +45,10 @@ class RateLimiter:
                     self._tokens -= 1.0
                     break
                 await asyncio.sleep((1.0 - self._tokens) / self.rate)
+        waited = time.monotonic() - started
         self.acquired += 1
-        self.waited_seconds += time.monotonic() - started
+        self.waited_seconds += waited
+        RATELIMIT_WAIT.inc(waited)
 
     def penalize(self, seconds: float = 1.0) -> None:
         self._tokens = 0.0

@@ -2,8 +2,10 @@
 
 - Top-level lists are paged 100 at a time, newest first. A list that accepts `created`
   filters and has more than one page is split into time slices paged in parallel: the
-  first page gives the newest objects, a binary search with `limit=1` finds the oldest,
-  and the range between is cut into slices of equal width.
+  first page gives the newest objects, a search with parallel `limit=1` probes finds the
+  oldest, and the range between is cut into slices of equal width. A worker that runs
+  out of slices takes the older half of the slice with the most left to read, so a
+  skewed account (most objects recent) still keeps every worker busy to the end.
 - Children are read through their parents, once the parent's rows are in: the list a
   parent embeds (an invoice's `lines`) is used when it is complete, otherwise the
   child list is fetched per parent.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -36,7 +39,9 @@ from stripesync.stripe_api.client import StripeApi, StripeApiError
 log = logging.getLogger("stripesync.backfill")
 
 PAGE = 100
-SLICES = 16  # time slices of a large collection
+SLICES = 16  # time slices of a large collection, paged at once
+PROBES = 8  # requests per round of the search for the oldest object
+MIN_SPLIT_OBJECTS = 2 * 100  # a slice is split only when this much seems left
 PARENT_WORKERS = 16  # parents whose children are read at once, per collection
 WHOLE = "all"  # the slice name of an unsliced list
 
@@ -228,18 +233,37 @@ class Backfill:
     # ---- top-level lists, sliced by time -------------------------------------------------
 
     async def _list(self, c: Collection, read: Read) -> None:
+        """Page a list with up to SLICES workers. A worker with nothing left to do splits
+        the slice with the most left to read, so uneven slices never leave one worker
+        paging alone at the end."""
         assert read.path
-        path = read.path
-        slices = await self._cursor_rows(c, path)
-        if not slices:
-            slices = await self._plan(c, read)
+        rows = await self._cursor_rows(c, read.path)
+        slices = [_Slice.of(r) for r in rows] if rows else await self._plan(c, read)
         p = self.progress[c.name]
         p.slices_total += len(slices)
-        pending = [s for s in slices if not s["done"]]
+        pending = deque(s for s in slices if not s.done)
         p.slices_done += len(slices) - len(pending)
-        await asyncio.gather(*(self._page_slice(c, read, s) for s in pending))
+        active: list[_Slice] = []
+        splitting = asyncio.Lock()
 
-    async def _plan(self, c: Collection, read: Read) -> list[dict[str, Any]]:
+        async def worker() -> None:
+            while True:
+                if pending:
+                    s: _Slice | None = pending.popleft()
+                else:
+                    async with splitting:
+                        s = await self._split(c, read, active)
+                if s is None:
+                    return
+                active.append(s)
+                try:
+                    await self._page_slice(c, read, s)
+                finally:
+                    active.remove(s)
+
+        await asyncio.gather(*(worker() for _ in range(SLICES)))
+
+    async def _plan(self, c: Collection, read: Read) -> list[_Slice]:
         """First page, then (for a large, created-filterable list) the time slices."""
         assert read.path
         params = {**read.params, "limit": PAGE}
@@ -247,72 +271,107 @@ class Backfill:
         page = await self._get(c, read, read.path, params)
         data = page.get("data", [])
         head_key = _slice_key(read.path, "head")
-        rows: list[dict[str, Any]] = []
         if not page.get("has_more"):
             await self._commit_page(c, data, fetched, head_key, "", None, True)
-            return [{"slice": head_key, "parent_id": "", "starting_after": None, "done": True}]
+            return [_Slice(head_key, done=True)]
         if not read.created_filter:
-            await self._commit_page(
-                c, data, fetched, _slice_key(read.path, WHOLE), "", data[-1]["id"], False
-            )
-            return [
-                {
-                    "slice": _slice_key(read.path, WHOLE),
-                    "parent_id": "",
-                    "starting_after": data[-1]["id"],
-                    "done": False,
-                }
-            ]
+            whole = _slice_key(read.path, WHOLE)
+            after = data[-1]["id"]
+            await self._commit_page(c, data, fetched, whole, "", after, False)
+            return [_Slice(whole, after=after)]
         last_created = int(data[-1]["created"])
         oldest = await self._oldest_created(c, read, last_created)
-        bounds = _cut(oldest, last_created + 1, SLICES)
+        slices = [_Slice(head_key, done=True)]
         async with self.pool.connection() as conn, conn.transaction():
             await self._store_page(conn, c, data, fetched, None)
             await self._save_cursor(conn, c, head_key, "", None, True, len(data))
-            for lo, hi in bounds:
-                key = _slice_key(read.path, f"{lo}:{hi}")
-                await self._save_cursor(conn, c, key, "", None, False, 0)
-                rows.append({"slice": key, "parent_id": "", "starting_after": None, "done": False})
+            for lo, hi in _cut(oldest, last_created + 1, SLICES):
+                s = _Slice(_slice_key(read.path, f"{lo}:{hi}"), lo=lo, hi=hi)
+                await self._save_cursor(conn, c, s.key, "", None, False, 0)
+                slices.append(s)
         self._count(c, len(data))
-        return [{"slice": head_key, "parent_id": "", "starting_after": None, "done": True}, *rows]
+        return slices
 
     async def _oldest_created(self, c: Collection, read: Read, upper: int) -> int:
-        """The `created` of the oldest object, by binary search with limit=1 pages."""
+        """The `created` of the oldest object, to the minute: each round asks PROBES
+        `limit=1` pages at once, so the search costs a few round trips, not twenty."""
         assert read.path
-        lo, hi = 0, upper  # invariant: an object exists with created <= hi
+        path = read.path
+        lo, hi = 0, upper  # invariant: nothing older than lo; something at or before hi
+
+        async def newest_before(t: int) -> int | None:
+            page = await self._get(c, read, path, {**read.params, "limit": 1, "created[lte]": t})
+            return int(page["data"][0]["created"]) if page.get("data") else None
+
         while hi - lo > 60:
-            mid = (lo + hi) // 2
-            page = await self._get(
-                c, read, read.path, {**read.params, "limit": 1, "created[lte]": mid}
-            )
-            if page.get("data"):
-                hi = int(page["data"][0]["created"])
-                if hi <= lo:
+            probes = sorted({lo + (hi - lo) * (i + 1) // (PROBES + 1) for i in range(PROBES)})
+            found = await asyncio.gather(*(newest_before(t) for t in probes))
+            for t, created in zip(probes, found, strict=True):
+                if created is not None:
+                    hi = min(hi, created)
                     break
-            else:
-                lo = mid + 1
+                lo = t + 1
+            if hi <= lo:
+                return hi
         return lo
 
-    async def _page_slice(self, c: Collection, read: Read, s: dict[str, Any]) -> None:
+    async def _split(self, c: Collection, read: Read, active: list[_Slice]) -> _Slice | None:
+        """Take the older half of what is left of the active slice with the most left to
+        read, or None when nothing is worth splitting. Called by one worker at a time."""
+        assert read.path
+        best: tuple[float, _Slice] | None = None
+        for s in active:
+            left = s.left()
+            if left is not None and left >= MIN_SPLIT_OBJECTS and (not best or left > best[0]):
+                best = (left, s)
+        if best is None:
+            return None
+        owner = best[1]
+        async with owner.lock, self.pool.connection() as conn, conn.transaction():
+            # under the owner's lock: its bounds and cursor row do not move meanwhile
+            if owner.done or owner.lo is None or owner.hi is None:
+                return None
+            top = owner.last_created if owner.last_created is not None else owner.hi
+            mid = owner.lo + (top - owner.lo) // 2
+            if mid <= owner.lo:
+                return None
+            taken = _Slice(_slice_key(read.path, f"{owner.lo}:{mid}"), lo=owner.lo, hi=mid)
+            # the owner keeps [mid, hi): its cursor row is renamed with it
+            new_key = _slice_key(read.path, f"{mid}:{owner.hi}")
+            await conn.execute(
+                f"UPDATE {quote(self.schema)}._backfill_cursor SET slice = %s "
+                "WHERE collection = %s AND slice = %s AND parent_id = ''",
+                (new_key, c.name, owner.key),
+            )
+            await self._save_cursor(conn, c, taken.key, "", None, False, 0, page=False)
+            owner.key, owner.lo = new_key, mid
+        self.progress[c.name].slices_total += 1
+        return taken
+
+    async def _page_slice(self, c: Collection, read: Read, s: _Slice) -> None:
         assert read.path
         params: dict[str, Any] = {**read.params, "limit": PAGE}
-        bounds = s["slice"].rsplit("#", 1)[-1]
-        if ":" in bounds:
-            lo, hi = bounds.split(":")
-            params["created[gte]"] = int(lo)
-            params["created[lt]"] = int(hi)
-        after = s["starting_after"]
         while True:
-            if after:
-                params["starting_after"] = after
+            if s.lo is not None and s.hi is not None:
+                params["created[gte]"] = s.lo  # may move up when another worker splits s
+                params["created[lt]"] = s.hi
+            if s.after:
+                params["starting_after"] = s.after
             fetched = time.time()
             page = await self._get(c, read, read.path, params)
             data = page.get("data", [])
             more = bool(page.get("has_more")) and bool(data)
-            after = data[-1]["id"] if data else after
-            await self._commit_page(c, data, fetched, s["slice"], s["parent_id"], after, not more)
+            if data:
+                s.after = data[-1]["id"]
+                s.last_created = int(data[-1]["created"])
+                s.objects += len(data)
+                if s.lo is not None and s.last_created < s.lo:
+                    more = False  # the rest was split off to another worker
+            async with s.lock:
+                await self._commit_page(c, data, fetched, s.key, "", s.after, not more)
             if not more:
                 break
+        s.done = True
         self.progress[c.name].slices_done += 1
         self._emit(self.progress[c.name])
 
@@ -492,22 +551,25 @@ class Backfill:
         after: str | None,
         done: bool,
         objects: int,
+        *,
+        page: bool = True,
     ) -> None:
+        pages = 1 if page else 0
         await conn.execute(
             f"INSERT INTO {quote(self.schema)}._backfill_cursor "
             "(collection, slice, parent_id, starting_after, done, pages, objects) "
-            "VALUES (%s, %s, %s, %s, %s, 1, %s) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (collection, slice, parent_id) DO UPDATE SET "
             "starting_after = excluded.starting_after, done = excluded.done, "
-            f"pages = {quote(self.schema)}._backfill_cursor.pages + 1, "
+            f"pages = {quote(self.schema)}._backfill_cursor.pages + excluded.pages, "
             f"objects = {quote(self.schema)}._backfill_cursor.objects + excluded.objects, "
             "updated_at = now()",
-            (c.name, slice_key, parent_id, after, done, objects),
+            (c.name, slice_key, parent_id, after, done, pages, objects),
         )
         await conn.execute(
             f"UPDATE {quote(self.schema)}._collection_state SET objects = objects + %s, "
-            "pages = pages + 1, updated_at = now() WHERE collection = %s",
-            (objects, c.name),
+            "pages = pages + %s, updated_at = now() WHERE collection = %s",
+            (objects, pages, c.name),
         )
 
     async def _cursor_rows(self, c: Collection, path: str) -> list[dict[str, Any]]:
@@ -571,6 +633,38 @@ def _list_params(path: str) -> frozenset[str] | None:
     if op is None or op.params is None:
         return None
     return frozenset(load_spec().param_fields(op.params))
+
+
+@dataclass(eq=False)
+class _Slice:
+    """A part of a list being paged: [lo, hi) of `created` (None: unbounded)."""
+
+    key: str  # the slice's cursor row
+    lo: int | None = None
+    hi: int | None = None
+    after: str | None = None
+    done: bool = False
+    last_created: int | None = None  # `created` of the last object read
+    objects: int = 0  # read by this run
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Slice:
+        bounds = row["slice"].rsplit("#", 1)[-1]
+        lo = hi = None
+        if ":" in bounds:
+            a, b = bounds.split(":")
+            lo, hi = int(a), int(b)
+        return cls(row["slice"], lo=lo, hi=hi, after=row["starting_after"], done=row["done"])
+
+    def left(self) -> float | None:
+        """About how many objects are left to read, or None when it cannot be split."""
+        if self.done or self.lo is None or self.hi is None:
+            return None
+        if self.last_created is None or self.objects == 0:
+            return float(MIN_SPLIT_OBJECTS)  # nothing read yet: assume it is worth it
+        read_span = max(1, self.hi - self.last_created)
+        return self.objects / read_span * max(0, self.last_created - self.lo)
 
 
 def _slice_key(path: str, name: str) -> str:

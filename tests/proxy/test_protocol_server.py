@@ -15,10 +15,12 @@ import hmac
 import random
 import secrets
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+import psycopg
 import pytest
 
 from stripesync.proxy import messages as m
@@ -358,6 +360,14 @@ def test_cancel_request(pg_server: PgServer, connect: Callable[..., Session]) ->
     s = connect(9)
     (key,) = of(s.start(), m.BackendKeyData)
     s.send(m.Query("select pg_sleep(30)"))
+    # a cancel that arrives before the query runs is ignored: wait until it runs
+    deadline = time.monotonic() + 10
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as watcher:
+        while not watcher.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active'", (key.pid,)
+        ).fetchone():
+            assert time.monotonic() < deadline, "the query never started"
+            time.sleep(0.02)
     with socket.create_connection((pg_server.host, pg_server.port), timeout=10) as canceller:
         canceller.sendall(m.CancelRequest(key.pid, key.secret).encode())
         assert canceller.recv(1) == b""  # the server just closes

@@ -1,0 +1,242 @@
+"""Bench: the backfill against the emulator, and the store on its own (issue 3, item 7).
+
+Three scenarios, each on a fresh embedded PostgreSQL in a temporary directory and the
+emulator in its own process:
+
+- `api`: the emulator answers every request after 100 ms and allows 100 requests/s;
+  it holds 200,000 customers and 200,000 charges; `stripesync backfill --max-rps 100
+  --collections customer,charge` copies them. The physical limit is 100 requests/s x
+  100 objects per page = 10,000 objects/s; the figure is objects/s over the whole run
+  and its ratio to that limit (target ≥ 0.90), with the 429s the emulator answered.
+- `store`: no API at all: pages of 100 customer objects (taken from the emulator's
+  generator) upserted through the store by concurrent writers, as the backfill does;
+  objects/s (target ≥ 20,000).
+- `rss`: latency and rate limit off, 500,000 customers and 500,000 charges, the
+  backfill with a high `--max-rps`: the peak RSS of the backfill process (target under
+  300 MB for 1,000,000 objects) and its objects/s.
+
+    python bench/backfill.py api [--customers 200000 --charges 200000]
+    python bench/backfill.py store [--objects 200000 --writers 4]
+    python bench/backfill.py rss [--customers 500000 --charges 500000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+KEY = "sk_test_bench"
+PAGE = 100
+
+
+def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stripesync", "emulator", "--host", "127.0.0.1", "--port", "0",
+         *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise SystemExit(f"emulator did not start: {line!r}")
+    return proc, line.removeprefix("listening on ")
+
+
+def control(url: str, method: str, name: str, body: Any = None) -> Any:
+    r = httpx.request(method, f"{url}/_emulator/{name}", json=body, timeout=600)
+    r.raise_for_status()
+    return r.json()
+
+
+def fill(url: str, customers: int, charges: int) -> dict[str, int]:
+    """Exactly `customers` customers and `charges` charges, nothing else."""
+    started = time.perf_counter()
+    control(
+        url,
+        "POST",
+        "generate",
+        {
+            "customers": customers,
+            "charges": charges,
+            "card_ratio": 0.0,
+            "tax_id_ratio": 0.0,
+            "refund_ratio": 0.0,
+            "dispute_ratio": 0.0,
+            "products": 0,
+            "subscriptions": 0,
+            "invoiceitems": 0,
+            "accounts": 0,
+            "checkout_sessions": 0,
+        },
+    )
+    counts: dict[str, int] = control(url, "GET", "stats")["objects"]
+    print(f"emulator filled in {time.perf_counter() - started:.1f} s: "
+          f"{counts.get('customer', 0):,} customers, {counts.get('charge', 0):,} charges")
+    return counts
+
+
+def run_backfill(
+    api_base: str, database_url: str, max_rps: int
+) -> tuple[float, int, Any]:
+    """`stripesync backfill` in its own process: (seconds, exit code, its rusage)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stripesync", "backfill", "--no-progress",
+         "--api-key", KEY, "--api-base", api_base, "--database-url", database_url,
+         "--collections", "customer,charge", "--max-rps", str(max_rps)],
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return seconds, proc.returncode, usage
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def count_rows(database_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM stripe.customer) + (SELECT count(*) FROM stripe.charge)"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def embedded(tmp: str) -> Any:
+    from stripesync.db.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(Path(tmp) / "pg", port=0, fast=True)
+    pg.start()
+    return pg
+
+
+def backfill_scenario(args: argparse.Namespace, emulator_flags: list[str], max_rps: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        pg = embedded(tmp)
+        emu, url = start_emulator(*emulator_flags)
+        try:
+            counts = fill(url, args.customers, args.charges)
+            expected = counts.get("customer", 0) + counts.get("charge", 0)
+            emu_cpu = cpu_seconds(emu.pid)
+            seconds, code, usage = run_backfill(url, pg.tcp_url, max_rps)
+            emu_cpu = cpu_seconds(emu.pid) - emu_cpu
+            rows = count_rows(pg.tcp_url)
+            stats = control(url, "GET", "stats")["responses"]
+        finally:
+            emu.terminate()
+            emu.wait()
+            pg.stop()
+    if code != 0 or rows != expected:
+        raise SystemExit(f"backfill failed: exit {code}, {rows:,} rows of {expected:,}")
+    rate = rows / seconds
+    requests = sum(stats.values())
+    print(f"backfilled {rows:,} objects in {seconds:.1f} s: {rate:,.0f} objects/s")
+    print(f"API answers: {json.dumps(stats)} ({requests / seconds:.1f} requests/s)")
+    if args.scenario == "api":
+        limit = max_rps * PAGE
+        print(f"physical limit {limit:,} objects/s ({max_rps} requests/s x {PAGE}): "
+              f"ratio {rate / limit:.3f} (target ≥ 0.90)")
+    print(f"CPU: backfill process {usage.ru_utime + usage.ru_stime:.1f} s, "
+          f"emulator {emu_cpu:.1f} s, over {seconds:.1f} s of wall time on {os.cpu_count()} cores")
+    print(f"peak RSS of the backfill process: {usage.ru_maxrss / 1024:.0f} MB (target < 300 MB)")
+
+
+async def store_scenario(args: argparse.Namespace) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    from stripesync.catalog import build_catalog
+    from stripesync.emulator import Emulator
+    from stripesync.emulator.generator import generate
+    from stripesync.schema.migrate import migrate
+    from stripesync.store import Incoming, Store
+
+    em = Emulator(seed=1)
+    generate(em, customers=args.objects, card_ratio=0.5, tax_id_ratio=0.0, subscriptions=0,
+             charges=0, invoiceitems=0, accounts=0, checkout_sessions=0, products=0)
+    objects = [rec.obj for rec in em.store.index("customer").records()]
+    del em
+    customer = build_catalog()["customer"]
+    pages = [objects[i : i + PAGE] for i in range(0, len(objects), PAGE)]
+    with tempfile.TemporaryDirectory() as tmp:
+        pg = embedded(tmp)
+        try:
+            async with AsyncConnectionPool(
+                pg.tcp_url, min_size=args.writers, max_size=args.writers, open=False,
+                kwargs={"autocommit": True},
+            ) as pool:
+                async with pool.connection() as conn:
+                    await migrate(conn, "stripe", [customer])
+                store = Store("stripe")
+                queue = list(reversed(pages))
+                fetched = time.time()
+
+                async def writer() -> None:
+                    while queue:
+                        page = queue.pop()
+                        async with pool.connection() as conn, conn.transaction():
+                            await store.upsert(
+                                conn, customer, [Incoming(o, stripe_time=fetched) for o in page]
+                            )
+
+                started = time.perf_counter()
+                await asyncio.gather(*(writer() for _ in range(args.writers)))
+                seconds = time.perf_counter() - started
+                async with pool.connection() as conn:
+                    cur = await conn.execute("SELECT count(*) FROM stripe.customer")
+                    row = await cur.fetchone()
+                    assert row is not None
+                    rows = int(row[0])
+        finally:
+            pg.stop()
+    if rows != len(objects):
+        raise SystemExit(f"store lost rows: {rows:,} of {len(objects):,}")
+    rate = rows / seconds
+    print(f"store: {rows:,} customers in pages of {PAGE} by {args.writers} writers in "
+          f"{seconds:.1f} s: {rate:,.0f} objects/s (target ≥ 20,000, ratio {rate / 20000:.2f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="scenario", required=True)
+    a = sub.add_parser("api")
+    a.add_argument("--customers", type=int, default=200_000)
+    a.add_argument("--charges", type=int, default=200_000)
+    a.add_argument("--latency-ms", type=int, default=100)
+    a.add_argument("--rate-limit", type=int, default=100)
+    s = sub.add_parser("store")
+    s.add_argument("--objects", type=int, default=200_000)
+    s.add_argument("--writers", type=int, default=4)
+    r = sub.add_parser("rss")
+    r.add_argument("--customers", type=int, default=500_000)
+    r.add_argument("--charges", type=int, default=500_000)
+    r.add_argument("--max-rps", type=int, default=5_000)
+    args = ap.parse_args()
+    if args.scenario == "api":
+        flags = ["--latency-ms", str(args.latency_ms), "--rate-limit", str(args.rate_limit)]
+        backfill_scenario(args, flags, args.rate_limit)
+    elif args.scenario == "store":
+        asyncio.run(store_scenario(args))
+    else:
+        backfill_scenario(args, [], args.max_rps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Observability every layer reports into: metrics and logs. Imports no other layer."""
