@@ -1980,6 +1980,9 @@ def _balance_default(call: Call, obj: dict[str, Any]) -> None:
 
 @endpoint("GET", "/v1/balance")
 def _balance(call: Call) -> Any:
+    loaded = call.em.store.singletons.get("/v1/balance")
+    if loaded is not None:
+        return loaded.obj  # POST /_emulator/load serves what it was given
     obj = call.em.shapes.new("Balance")
     _balance_default(call, obj)
     return obj

@@ -478,11 +478,9 @@ class Backfill:
 
             async def one(i: str) -> dict[str, Any] | None:
                 try:
-                    return await self._get(c, read, retrieve.replace("{id}", i), {})
-                except StripeApiError as e:
-                    if e.not_found:
-                        return None
-                    raise
+                    return await self._get(c, read, retrieve.replace("{id}", i), {}, child=True)
+                except _ParentGone:
+                    return None  # a dangling reference: the object is gone
 
             got = await asyncio.gather(*(one(i) for i in sorted(ids)))
             found = [g for g in got if g]
@@ -500,7 +498,8 @@ class Backfill:
         child: bool = False,
     ) -> dict[str, Any]:
         """One list or retrieve request; a refusal skips the collection. For a child
-        list (`child`), a parent Stripe no longer has (404) simply has no children."""
+        list or a referenced object (`child`), a 404 `resource_missing` means the parent
+        or the object is gone, not that the collection is unavailable."""
         async with self._sem:
             try:
                 return await self.api.get(

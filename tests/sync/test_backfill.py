@@ -115,3 +115,45 @@ async def test_a_killed_backfill_resumes_and_converges(emulator, pool):
     assert len(ids) == 450 == len(emulator.state.store.objects("customer"))
     # the resumed run did not start over
     assert second.objects < 450
+
+
+async def test_429s_are_retried_and_the_backfill_converges(emulator, pool):
+    """Asking more of the API than it allows: Stripe answers 429, the client backs off
+    and retries, and nothing is lost."""
+    generate(emulator.state, customers=1200, seed=5, subscriptions=0, charges=0)
+    emulator.controls.configure(rate_limit=20)
+    async with StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=60) as api:
+        result = await Backfill(api, pool, collections=["customer"]).run()
+        assert api.stats.rate_limited > 0 and api.stats.retries >= api.stats.rate_limited
+    assert result.done == ["customer"] and not result.skipped
+    ids = {r[0] for r in await _rows(pool, "SELECT id FROM stripe.customer")}
+    assert ids == set(emulator.state.store.objects("customer"))
+
+
+async def test_the_client_stays_within_its_rate(emulator, pool):
+    """Within the limit the API sets, the backfill's own limiter keeps it under: no 429,
+    and no second with more requests than allowed."""
+    import time
+
+    generate(emulator.state, customers=3000, seed=6, subscriptions=0, charges=0)
+    emulator.controls.configure(rate_limit=40, latency_ms=5)
+    seconds: list[float] = []
+    async with StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=40) as api:
+        acquire = api.limiter.acquire
+
+        async def timed() -> None:
+            await acquire()
+            seconds.append(time.monotonic())  # the moment a request may go
+
+        api.limiter.acquire = timed  # type: ignore[method-assign]
+        result = await Backfill(api, pool, collections=["customer"]).run()
+        assert api.stats.rate_limited == 0
+    assert result.done == ["customer"]
+    assert len(seconds) > 40  # long enough to measure
+    # any window of one second holds at most the rate plus the limiter's small burst
+    busiest = max(
+        sum(1 for t in seconds if start <= t < start + 1.0) for start in seconds
+    )
+    assert busiest <= 40 + 4, busiest
+    ids = await _rows(pool, "SELECT count(*) FROM stripe.customer")
+    assert ids[0][0] == 3000
