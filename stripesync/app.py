@@ -178,6 +178,7 @@ async def _backfill(args: argparse.Namespace) -> int:
 
 async def check_key(api: StripeApi) -> None:
     """Fail fast, in one line, on a bad key or an unreachable API."""
+    retries, api.max_retries = api.max_retries, 2  # a dead address is not worth a minute
     try:
         await api.get("/v1/balance")
     except StripeApiError as e:
@@ -186,6 +187,8 @@ async def check_key(api: StripeApi) -> None:
         if e.status == 0:
             raise UserError(f"cannot reach the Stripe API at {api.api_base}: {e.message}") from None
         # a restricted key may lack the balance permission: that is fine here
+    finally:
+        api.max_retries = retries
 
 
 async def run_backfill(

@@ -23,7 +23,7 @@ class BackfillProgress:
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
-            TextColumn("{task.description:<32}"),
+            TextColumn("{task.description:<32}", markup=False),  # "[done]" is text
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[objects]:>9} objects {task.fields[pages]:>6} pages"),

@@ -247,9 +247,12 @@ def _backoff(attempt: int, status: int) -> float:
 def _api_error(e: stripe.StripeError, method: str, path: str) -> StripeApiError:
     err = (e.json_body or {}).get("error", {}) if isinstance(e.json_body, dict) else {}
     status = int(e.http_status or 0)
-    message = err.get("message") or e.user_message or str(e) or type(e).__name__
+    message = str(err.get("message") or e.user_message or str(e) or type(e).__name__)
     if status == 0:
-        message = f"could not reach Stripe: {message}"
+        # the SDK's text is a paragraph; the cause is its "(Network error: …)" line
+        cause = re.search(r"\(Network error: (.*?)\)", message)
+        message = f"could not reach Stripe ({cause.group(1) if cause else type(e).__name__})"
+    message = " ".join(message.split())  # one line
     return StripeApiError(
         status=status,
         message=str(message),

@@ -1,0 +1,85 @@
+"""The `backfill` and `status` commands as a user runs them: exit codes, one-line errors,
+no secrets, the status table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stripesync.cli import main
+from stripesync.emulator.generator import generate
+
+KEY = "sk_test_cli_secret_value_1234"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_backfill_then_status(emulator, database_url, capsys) -> None:
+    generate(emulator.state, customers=30, seed=2, subscriptions=0, charges=0)
+    code, _, err = _run(
+        capsys, "backfill", "--api-key", KEY, "--api-base", emulator.url,
+        "--database-url", database_url, "--collections", "customer,product", "--no-progress",
+    )
+    assert code == 0, err
+    assert "backfilled" in err and KEY not in err
+    code, out, _ = _run(capsys, "status", "--database-url", database_url, "--json")
+    assert code == 0
+    rows = {r["collection"]: r for r in json.loads(out)}
+    assert rows["customer"]["rows"] == 30 and rows["customer"]["state"] == "done"
+    assert set(rows) == {"customer", "product"}
+    code, out, _ = _run(capsys, "status", "--database-url", database_url)
+    assert code == 0 and "customer" in out and "30" in out and "done" in out
+
+
+def test_skipped_collections_give_exit_code_3(emulator, database_url, capsys) -> None:
+    generate(emulator.state, customers=5, seed=2, subscriptions=0, charges=3)
+    emulator.controls.restrict("rk_test_cli_restricted_99", {"*": "read", "charge": "none"})
+    code, _, err = _run(
+        capsys, "backfill", "--api-key", "rk_test_cli_restricted_99", "--api-base",
+        emulator.url, "--database-url", database_url, "--collections", "customer,charge",
+        "--no-progress",
+    )
+    assert code == 3
+    assert "skipped charge: permission denied" in err
+    assert "rk_test_cli_restricted_99" not in err
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("bad key", "Stripe refused the API key"),
+        ("no API", "cannot reach the Stripe API"),
+        ("no database", "cannot connect to the database"),
+        ("no key", "no Stripe API key"),
+        ("unknown collection", "unknown collection"),
+    ],
+)
+def test_bad_setup_is_one_line_without_secrets(
+    case: str, expected: str, emulator, database_url, pg_server, capsys
+) -> None:
+    key, base, db = KEY, emulator.url, database_url
+    extra: list[str] = []
+    if case == "bad key":
+        emulator.controls.configure(allowed_keys=["sk_test_other"])
+    elif case == "no API":
+        base = "http://127.0.0.1:9"  # discard port: nothing listens
+    elif case == "no database":
+        db = pg_server.url("postgres", user="nobody", password="secret-db-password")
+    elif case == "no key":
+        key = ""
+    else:
+        extra = ["--collections", "customer,nonsense"]
+    code, _, err = _run(
+        capsys, "backfill", "--api-key", key, "--api-base", base, "--database-url", db,
+        "--no-progress", "--max-rps", "50", *extra,
+    )
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("stripesync: "), err
+    assert expected in lines[0].lower() or expected in lines[0]
+    assert "Traceback" not in err and KEY not in err and "secret-db-password" not in err
