@@ -81,10 +81,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_backfill)
 
+    p = subparsers.add_parser(
+        "run", help="backfill, then follow Stripe's events until stopped (with HTTP endpoints)"
+    )
+    add_stripe_options(p)
+    add_database_options(p)
+    add_run_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_run)
+
     p = subparsers.add_parser("status", help="per-collection state of the sync")
     add_database_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_status)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--poll-interval", type=float, default=0.5, help="seconds between event polls (0.5)"
+    )
+    p.add_argument(
+        "--http-listen",
+        default=os.environ.get("STRIPESYNC_HTTP_LISTEN", "127.0.0.1:8484"),
+        help="HOST:PORT of /health, /metrics and /webhooks/stripe (default "
+        "127.0.0.1:8484; 'off' for none)",
+    )
+    p.add_argument(
+        "--webhook-secret",
+        action="append",
+        default=[s for s in [os.environ.get("STRIPE_WEBHOOK_SECRET")] if s],
+        help="whsec_... of a webhook endpoint that nudges the live sync (env "
+        "STRIPE_WEBHOOK_SECRET; repeat for several)",
+    )
+    p.add_argument(
+        "--register-webhook",
+        metavar="URL",
+        default=None,
+        help="create or update a Stripe webhook endpoint at URL (the public address of "
+        "/webhooks/stripe); its secret is kept in the database",
+    )
+    p.add_argument(
+        "--lag-budget",
+        type=float,
+        default=10.0,
+        help="seconds of staleness before /health answers 503 (10)",
+    )
 
 
 def collections_option(value: str | None) -> list[str] | None:
@@ -218,6 +259,90 @@ def print_result(result: BackfillResult) -> None:
     )
     for name, reason in sorted(result.skipped.items()):
         console.print(f"  skipped {name}: {reason}", markup=False, soft_wrap=True)
+
+
+# ---- run ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_command(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    from stripesync.http.server import parse_listen
+    from stripesync.runner import RunConfig, Runner, register_webhook
+
+    if not args.api_key:
+        raise UserError("no Stripe API key: pass --api-key or set STRIPE_API_KEY")
+    names = collections_option(args.collections)
+    if args.poll_interval <= 0:
+        raise UserError("--poll-interval must be positive")
+    host: str | None = None
+    port = 0
+    if args.http_listen != "off":
+        try:
+            host, port = parse_listen(args.http_listen)
+        except ValueError as e:
+            raise UserError(f"--http-listen: {e}") from None
+    db = open_database(args.database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    console = Console(stderr=True)
+    async with (
+        connect_pool(db.url, max_size=20) as pool,
+        StripeApi(args.api_key, api_base=args.api_base, max_rps=args.max_rps) as api,
+    ):
+        await check_key(api)
+        if args.register_webhook:
+            async with pool.connection() as conn:
+                await migrate(conn, args.schema, [])
+            await register_webhook(api, pool, args.schema, args.register_webhook)
+        config = RunConfig(
+            schema=args.schema,
+            collections=names,
+            poll_interval=args.poll_interval,
+            lag_budget=args.lag_budget,
+            http_host=host,
+            http_port=port,
+            webhook_secrets=args.webhook_secret,
+            on_backfill=print_result,
+        )
+        runner = Runner(api, pool, config)
+        bar = None
+        if not args.no_progress and console.is_terminal:
+            from stripesync.progress import BackfillProgress
+
+            bar = BackfillProgress(console)
+            config.on_progress = bar.update
+            bar.__enter__()
+        try:
+            started = asyncio.ensure_future(runner.run(stop))
+            announced = False
+            while not started.done():
+                await asyncio.wait({started}, timeout=0.1)
+                if not announced and runner.state.phase == "live":
+                    announced = True
+                    if bar is not None:
+                        bar.__exit__(None, None, None)
+                        bar = None
+                    console.print("live sync: following Stripe's events; Ctrl-C stops")
+                    if runner.http is not None:
+                        console.print(f"status and metrics: {runner.http.url}", markup=False)
+            state = started.result()
+        except OSError as e:
+            raise UserError(f"cannot listen on {args.http_listen}: {e.strerror or e}") from None
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    console.print(f"stopped: {runner.live.events_applied} events applied")
+    skipped = any(r.skipped for r in state.backfills)
+    return EXIT_SKIPPED if skipped else EXIT_OK
 
 
 # ---- status ---------------------------------------------------------------------------

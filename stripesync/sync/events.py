@@ -175,7 +175,7 @@ async def apply_plan(
     """Write a plan in the caller's transaction; returns the rows written."""
     catalog = catalog or build_catalog()
     written = 0
-    if plan.events:
+    if plan.events and "event" in catalog:
         written += (await store.upsert(conn, catalog["event"], plan.events)).written
     for name, items in plan.upserts.items():
         written += (await store.upsert(conn, catalog[name], items)).written

@@ -10,19 +10,23 @@ again, and the ones already in the `event` table are skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import Catalog, build_catalog
+from stripesync.obs.metrics import EVENTS_APPLIED
 from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
-from stripesync.stripe_api.client import StripeApi, StripeApiError
-from stripesync.sync.events import Refetch, apply_plan, plan_events
+from stripesync.stripe_api.client import StripeApi, StripeApiError, redact
+from stripesync.sync.events import Plan, Refetch, apply_plan, plan_events
 
 log = logging.getLogger("stripesync.live")
 
@@ -51,6 +55,7 @@ class LiveSync:
         schema: str = "stripe",
         catalog: Catalog | None = None,
         poll_interval: float = 0.5,
+        after_batch: Callable[[Plan], Awaitable[None]] | None = None,
     ) -> None:
         self.api = api
         self.pool = pool
@@ -60,7 +65,20 @@ class LiveSync:
         self.poll_interval = poll_interval
         self.nudge = asyncio.Event()  # a verified webhook asks for an immediate poll
         self.events_applied = 0
+        self.polls = 0
         self.last_event_created: float | None = None
+        # the wall-clock time up to which every event is known to be applied: the start
+        # of the last poll that was not cut short by a backlog
+        self.caught_up_at: float | None = None
+        # called after each applied batch, outside its transaction (upcoming invoices,
+        # balance refresh); a failure there is logged, the cursor has already moved
+        self.after_batch = after_batch
+
+    def lag_seconds(self) -> float | None:
+        """How stale the copy may be: None before the first complete poll."""
+        if self.caught_up_at is None:
+            return None
+        return max(0.0, time.time() - self.caught_up_at)
 
     async def cursor(self) -> tuple[str | None, int | None]:
         async with self.pool.connection() as conn:
@@ -132,6 +150,16 @@ class LiveSync:
         return list(await asyncio.gather(*(one(r) for r in items)))
 
     async def poll_once(self) -> PollResult:
+        started = time.time()
+        result = await self._poll()
+        self.polls += 1
+        if result.events < MAX_EVENTS_PER_POLL:
+            self.caught_up_at = started
+        elif self.last_event_created is not None:
+            self.caught_up_at = self.last_event_created
+        return result
+
+    async def _poll(self) -> PollResult:
         event_id, created = await self.cursor()
         events = await self.fetch_new(event_id, created)
         if not events:
@@ -164,16 +192,52 @@ class LiveSync:
             )
         self.events_applied += len(fresh)
         self.last_event_created = float(newest["created"])
+        for event_type, n in Counter(str(e.get("type")) for e in fresh).items():
+            EVENTS_APPLIED.labels(event_type).inc(n)
         log.info("applied %d events (cursor %s)", len(fresh), newest["id"])
+        if self.after_batch is not None and fresh:
+            try:
+                await self.after_batch(plan)
+            except StripeApiError as e:
+                if e.authentication:
+                    raise
+                log.warning("after applying events: %s", e)
         return PollResult(len(events), applied, len(refetched), time.time() - newest["created"])
+
+    async def _back_off(self, stop: asyncio.Event, failures: int, e: Exception) -> None:
+        """Wait before polling again after a failed poll: 0.5 s doubling to 30 s."""
+        delay = min(30.0, self.poll_interval * 2 ** (failures - 1))
+        log.error(
+            "poll failed (%s: %s); retrying in %.1f s",
+            type(e).__name__,
+            redact(" ".join(str(e).split())),
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set; a nudge (webhook) polls at once."""
+        failures = 0
         while not stop.is_set():
-            result = await self.poll_once()
+            self.nudge.clear()  # a webhook arriving during the poll still counts
+            try:
+                result = await self.poll_once()
+                failures = 0
+            except CursorExpired:
+                raise
+            except StripeApiError as e:
+                if e.authentication:
+                    raise
+                failures += 1
+                await self._back_off(stop, failures, e)
+                continue
+            except Exception as e:  # a database hiccup must not end a months-long sync
+                failures += 1
+                await self._back_off(stop, failures, e)
+                continue
             if result.events >= MAX_EVENTS_PER_POLL:
                 continue  # a backlog: keep going without waiting
-            self.nudge.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.nudge.wait())]
             _, pending = await asyncio.wait(
                 waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED

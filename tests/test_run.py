@@ -1,0 +1,170 @@
+"""`stripesync run` as a user runs it: a real process against the emulator and a real
+PostgreSQL, stopped by a signal."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from stripesync.emulator.generator import generate
+
+KEY = "sk_test_run_secret_key_0001"
+WEBHOOK_SECRET = "whsec_run_test_secret_value"
+
+
+class Proc:
+    """A running `stripesync run` whose stderr is collected in the background."""
+
+    def __init__(self, *args: str) -> None:
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "stripesync", "run", "--no-progress", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.p.stderr is not None
+        for line in self.p.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, prefix: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if line.startswith(prefix):
+                    return line
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line starting {prefix!r}; stderr:\n" + "\n".join(self.lines))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        self.p.send_signal(sig)
+        code = self.p.wait(timeout)
+        self._t.join(5)
+        return code
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def run_proc(emulator, database_url) -> Iterator[Any]:
+    procs: list[Proc] = []
+
+    def start(*extra: str) -> Proc:
+        proc = Proc(
+            "--api-key", KEY, "--api-base", emulator.url, "--database-url", database_url,
+            "--http-listen", "127.0.0.1:0", "--max-rps", "200", *extra,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.p.poll() is None:
+            proc.p.kill()
+            proc.p.wait()
+
+
+def _count(url: str, sql: str, *args: Any) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, args or None).fetchone()
+        return row[0] if row else None
+
+
+def _until(fn: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def _sign(body: bytes, secret: str) -> str:
+    t = int(time.time())
+    sig = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={sig}"
+
+
+def test_run_backfills_follows_serves_and_stops(emulator, database_url, run_proc) -> None:
+    generate(emulator.state, customers=40, seed=9, subscriptions=5, charges=10)
+    proc = run_proc("--collections", "customer,charge,subscription,event")
+    url = proc.wait_for("status and metrics: ").split(": ", 1)[1]
+    assert _count(database_url, "SELECT count(*) FROM stripe.customer") == 40
+    # a change at Stripe lands through the live sync
+    sdk = emulator.stripe()
+    c = sdk.v1.customers.create(params={"email": "run@example.com"})
+    assert _until(lambda: _count(database_url, "SELECT email FROM stripe.customer WHERE id = %s",
+                                 c.id)) == "run@example.com"
+    sdk.v1.customers.delete(c.id)
+    tombstone = "SELECT count(*) FROM stripe._deletions WHERE id = %s"
+    assert _until(lambda: _count(database_url, tombstone, c.id)), proc.text()
+    assert _count(database_url, "SELECT count(*) FROM stripe.customer WHERE id = %s", c.id) == 0
+    health = httpx.get(f"{url}/health", timeout=5)
+    assert health.status_code == 200, health.text
+    assert health.json()["database"] == "ok" and health.json()["events_lag_seconds"] < 5
+    metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    assert 'stripesync_events_applied_total{type="customer.created"}' in metrics
+    assert 'stripesync_backfill_done{collection="customer"} 1.0' in metrics
+    assert KEY not in metrics and KEY not in health.text
+    assert proc.stop() == 0
+    assert "stopped: " in proc.text() and "Traceback" not in proc.text()
+    assert KEY not in proc.text()
+
+
+def test_a_webhook_nudges_an_immediate_poll(emulator, database_url, run_proc) -> None:
+    """With polls 30 s apart, only the webhook can make a change land in seconds."""
+    proc = run_proc(
+        "--collections", "customer", "--poll-interval", "30", "--webhook-secret", WEBHOOK_SECRET
+    )
+    url = proc.wait_for("status and metrics: ").split(": ", 1)[1]
+    time.sleep(0.3)  # the first poll is done: the next is 30 s away
+    c = emulator.stripe().v1.customers.create(params={"email": "nudge@example.com"})
+    event = {"id": "evt_nudge", "object": "event", "type": "customer.created"}
+    body = json.dumps(event).encode()
+    forged = httpx.post(f"{url}/webhooks/stripe", content=body,
+                        headers={"Stripe-Signature": _sign(body, "whsec_wrong")}, timeout=5)
+    assert forged.status_code == 400
+    assert _count(database_url, "SELECT count(*) FROM stripe.customer WHERE id = %s", c.id) == 0
+    good = httpx.post(f"{url}/webhooks/stripe", content=body,
+                      headers={"Stripe-Signature": _sign(body, WEBHOOK_SECRET)}, timeout=5)
+    assert good.status_code == 200
+    assert _until(lambda: _count(database_url,
+                                 "SELECT count(*) FROM stripe.customer WHERE id = %s", c.id), 5)
+    assert WEBHOOK_SECRET not in proc.text()
+    assert proc.stop(signal.SIGINT) == 0
+
+
+def test_run_refuses_bad_flags_in_one_line(emulator, database_url) -> None:
+    for flags, expected in (
+        (["--http-listen", "nonsense"], "--http-listen"),
+        (["--poll-interval", "0"], "--poll-interval must be positive"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "stripesync", "run", "--api-key", KEY, "--api-base",
+             emulator.url, "--database-url", database_url, *flags],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 1
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], out.stderr
