@@ -124,3 +124,30 @@ async def test_invoice_events_keep_invoice_lines_current(conn):
     assert await _rows(conn, "SELECT id, amount, _parent_id FROM stripe.line_item") == [
         ("il_1", 500, "in_1")
     ]
+
+
+async def test_duplicated_and_out_of_order_events_leave_the_newest_state(conn):
+    store = Store("stripe")
+    newer = event("customer.updated", customer("cus_ooo", email="new@example.com"), 200)
+    older = event("customer.updated", customer("cus_ooo", email="old@example.com"), 100)
+    # the newer event first, then the same again, then the older one in a later batch
+    for batch in ([newer, newer], [newer], [older]):
+        await apply_plan(conn, store, plan_events(batch, catalog=CAT), catalog=CAT)
+        await conn.commit()
+    rows = await _rows(conn, "SELECT email, _event_id FROM stripe.customer WHERE id = 'cus_ooo'")
+    assert rows == [("new@example.com", newer["id"])]
+    events = await _rows(conn, "SELECT id FROM stripe.event ORDER BY id")
+    assert sorted(e[0] for e in events) == sorted({newer["id"], older["id"]})
+
+
+async def test_an_update_older_than_a_deletion_does_not_resurrect(conn):
+    store = Store("stripe")
+    created = event("customer.created", customer("cus_gone", email="a@example.com"), 100)
+    deleted = event("customer.deleted", customer("cus_gone", deleted=True), 300)
+    late = event("customer.updated", customer("cus_gone", email="b@example.com"), 200)
+    for batch in ([created], [deleted], [late]):
+        await apply_plan(conn, store, plan_events(batch, catalog=CAT), catalog=CAT)
+        await conn.commit()
+    assert await _rows(conn, "SELECT id FROM stripe.customer WHERE id = 'cus_gone'") == []
+    tomb = await _rows(conn, "SELECT event_id FROM stripe._deletions WHERE id = 'cus_gone'")
+    assert tomb == [(deleted["id"],)]
