@@ -5,6 +5,7 @@ The order of one run:
 
 1. the HTTP server (health, metrics, webhooks) starts first, so a backfill is visible;
 2. migrations; the backfill records the events cursor, then pages what is not done;
+   the upcoming invoices of every customer and subscription are fetched;
 3. the live sync polls from that cursor; a stop (SIGINT / SIGTERM) lets the batch in
    hand commit, then everything closes;
 4. when the saved cursor has fallen out of Stripe's 30-day window of events, the run
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +29,12 @@ from stripesync.http.server import HttpServer, create_app
 from stripesync.obs.metrics import BACKFILL_DONE, EVENTS_LAG
 from stripesync.schema.columns import quote
 from stripesync.schema.migrate import migrate
+from stripesync.store.store import fetch_time
 from stripesync.stripe_api.client import StripeApi, redact
 from stripesync.sync.backfill import Backfill, BackfillResult, Progress
 from stripesync.sync.events import Plan
 from stripesync.sync.live import CursorExpired, LiveSync
+from stripesync.sync.upcoming import UpcomingInvoices
 
 log = logging.getLogger("stripesync.run")
 
@@ -74,9 +76,14 @@ class Runner:
         self.api = api
         self.pool = pool
         self.catalog = catalog or build_catalog()
-        if config.collections and "event" not in config.collections:
+        if config.collections:
+            wanted = list(config.collections)
             # the live sync keeps every event it applies: its table is always there
-            config.collections = [*config.collections, "event"]
+            needs = ["event"]
+            if {"upcoming_customer_invoice", "upcoming_subscription_invoice"} & set(wanted):
+                # which upcoming invoices to fetch comes from these tables
+                needs += ["customer", "subscription", "subscription_item"]
+            config.collections = wanted + [n for n in needs if n not in wanted]
         self.config = config
         self.state = RunState()
         # the live sync writes only the selected collections' tables
@@ -91,6 +98,10 @@ class Runner:
         )
         self.http: HttpServer | None = None
         self._after_batch_hooks: list[Callable[[Plan], Awaitable[None]]] = []
+        self.upcoming: UpcomingInvoices | None = None
+        if {"upcoming_customer_invoice", "upcoming_subscription_invoice"} & set(selected.names()):
+            self.upcoming = UpcomingInvoices(api, pool, schema=config.schema, catalog=selected)
+            self.add_after_batch(self.upcoming.after_batch)
 
     # ---- the whole run -------------------------------------------------------------------
 
@@ -103,6 +114,8 @@ class Runner:
                     conn, self.config.schema, selected if self.config.collections else None
                 )
             await self._until(stop, self._backfill("backfill"))
+            if self.upcoming is not None and not stop.is_set():
+                await self._until(stop, self._fill_upcoming())
             while not stop.is_set():
                 self.state.phase = "live"
                 try:
@@ -158,6 +171,17 @@ class Runner:
         )
         return result
 
+    async def _fill_upcoming(self) -> None:
+        assert self.upcoming is not None
+        result = await self.upcoming.fill_all()
+        log.info(
+            "upcoming invoices: %d fetched, %d stored, %d without one, %d failed",
+            result.fetched,
+            result.upserted,
+            result.removed,
+            len(result.failed),
+        )
+
     def _progress(self, p: Progress) -> None:
         BACKFILL_DONE.labels(p.collection).set(1 if p.state in ("done", "skipped") else 0)
         if self.config.on_progress:
@@ -175,7 +199,7 @@ class Runner:
             why,
         )
         s = quote(self.config.schema)
-        started = time.time()
+        started = fetch_time()  # what the re-backfill's copies will be dated at the least
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(f"DELETE FROM {s}._backfill_cursor")
             await conn.execute(
@@ -184,6 +208,8 @@ class Runner:
             )
             await conn.execute(f"DELETE FROM {s}._events_cursor WHERE name = 'live'")
         await self._until(stop, self._backfill("rebackfill"))
+        if self.upcoming is not None and not stop.is_set():
+            await self._until(stop, self._fill_upcoming())
         if stop.is_set():
             return
         result = self.state.backfills[-1]

@@ -47,9 +47,13 @@ async def test_an_expired_cursor_is_loud_rebackfills_and_removes_the_gone(
         sdk.v1.customers.delete(gone)
         new = sdk.v1.customers.create(params={"email": "while-away@example.com"})
         async with pool.connection() as conn:
+            # as if the first run had been 31 days ago
             await conn.execute(
                 "UPDATE stripe._events_cursor SET event_created = %s WHERE name = 'live'",
                 (int(time.time()) - 31 * 86400,),
+            )
+            await conn.execute(
+                "UPDATE stripe.customer SET _stripe_time = _stripe_time - interval '31 days'"
             )
         with caplog.at_level(logging.WARNING, logger="stripesync"):
             second = await _run_until_live(api, pool)
@@ -100,3 +104,47 @@ async def test_a_database_outage_is_retried_not_fatal(emulator, database_url, pg
         stop.set()
         await task
     assert found == ("after-outage@example.com",)
+
+
+async def test_upcoming_invoices_are_filled_and_follow_events(emulator, database_url) -> None:
+    generate(emulator.state, customers=6, seed=8, subscriptions=4, charges=0, invoiceitems=0)
+    names = ["customer", "subscription", "invoiceitem", "upcoming_customer_invoice",
+             "upcoming_subscription_invoice"]
+    async with (
+        AsyncConnectionPool(database_url, open=False, kwargs={"autocommit": True}) as pool,
+        StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=500) as api,
+    ):
+        runner = Runner(api, pool, RunConfig(collections=names, http_host=None,
+                                             poll_interval=0.1))
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        await _until_live(runner)
+
+        async def upcoming(cid: str) -> int | None:
+            async with pool.connection() as conn:
+                row = await (await conn.execute(
+                    "SELECT amount_due FROM stripe.upcoming_customer_invoice "
+                    "WHERE customer_id = %s", (cid,))).fetchone()
+            return None if row is None else int(row[0])
+
+        async with pool.connection() as conn:
+            subs = await (await conn.execute(
+                "SELECT id, customer_id FROM stripe.subscription WHERE status = 'active'"
+            )).fetchall()
+            n_sub_rows = await (await conn.execute(
+                "SELECT count(*) FROM stripe.upcoming_subscription_invoice")).fetchone()
+        assert subs and n_sub_rows == (len(subs),)
+        cid = subs[0][1]
+        before = await upcoming(cid)
+        assert before is not None
+        emulator.stripe().v1.invoice_items.create(
+            params={"customer": cid, "amount": 1234, "currency": "usd"}
+        )
+        deadline = time.monotonic() + 10
+        after = before
+        while after == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            after = await upcoming(cid)
+        stop.set()
+        await task
+    assert after == before + 1234

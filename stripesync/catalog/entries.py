@@ -654,16 +654,20 @@ SEED_WRITABLE = {
 def _mark_seed(c: Collection, *, writable: bool) -> Collection:
     from dataclasses import replace
 
-    delete_events = c.delete_events
-    if c.name not in ("subscription",) and not delete_events:
-        delete_events = tuple(e for e in c.events if e.endswith(".deleted"))
-    return replace(
-        c,
-        seed=True,
-        seed_writable=writable,
-        relist=c.name in RELISTED,
-        delete_events=delete_events,
-    )
+    return replace(c, seed=True, seed_writable=writable, relist=c.name in RELISTED)
+
+
+# Collections whose end is a status, not a deletion: `*.deleted` events keep the row.
+ENDS_IN_STATUS = {"subscription"}
+
+
+def _with_delete_events(c: Collection) -> Collection:
+    """`*.deleted` events remove the row, unless the object's end is a status."""
+    from dataclasses import replace
+
+    if c.delete_events or c.name in ENDS_IN_STATUS:
+        return c
+    return replace(c, delete_events=tuple(e for e in c.events if e.endswith(".deleted")))
 
 
 # Lists whose required query parameter names a parent collection.
@@ -754,4 +758,4 @@ def build_catalog() -> Catalog:
     derived = _derived_entries(spec, known)
     # A derived parent (application_fee, subscription_item, radar.value_list) must exist
     # for the seed's nested entries that hang below it.
-    return Catalog([*seed, *derived, _balance(spec)])
+    return Catalog([_with_delete_events(c) for c in (*seed, *derived, _balance(spec))])

@@ -1461,6 +1461,8 @@ def preview_invoice(call: Call, *, all_subscriptions: bool) -> dict[str, Any]:
     if sub_id:
         subs = [require_ref(call, "subscription", sub_id, "subscription")]
         cus_id = cus_id or subs[0].obj.get("customer")
+        if subs[0].obj.get("status") in ("canceled", "incomplete_expired"):
+            raise _no_upcoming(cus_id)  # an ended subscription bills nothing more
     if not cus_id:
         raise StripeError.invalid("Missing required param: customer.", param="customer")
     cus = require_ref(call, "customer", cus_id, "customer")
@@ -1501,6 +1503,8 @@ def preview_invoice(call: Call, *, all_subscriptions: bool) -> dict[str, Any]:
             )
             line["description"] = o.get("description")
             lines.append(line)
+    if not lines:  # no subscription to renew and no pending invoice item
+        raise _no_upcoming(cus.id)
     inv["lines"] = listobject(lines, f"/v1/invoices/{inv['id']}/lines")
     total = sum(x["amount"] for x in lines)
     inv.update(
@@ -1529,6 +1533,13 @@ def preview_invoice(call: Call, *, all_subscriptions: bool) -> dict[str, Any]:
         inv["created"] = next_start
     inv["automatically_finalizes_at"] = None
     return inv
+
+
+def _no_upcoming(cus_id: Any) -> StripeError:
+    """Stripe's answer when there is nothing to preview."""
+    return StripeError(
+        404, f"No upcoming invoices for customer: {cus_id}", code="invoice_upcoming_none"
+    )
 
 
 @endpoint("POST", "/v1/invoices/create_preview")

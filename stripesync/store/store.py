@@ -16,9 +16,10 @@ How a batch is written: the objects' JSON is COPYed into a temporary table, then
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -32,6 +33,18 @@ from stripesync.obs.metrics import record_store_batch
 from stripesync.schema.columns import SYSTEM_COLUMNS, columns_for, quote
 
 Conn = psycopg.AsyncConnection  # type: ignore[type-arg]
+
+
+def fetch_time(now: float | None = None) -> float:
+    """The Stripe-side time of a copy fetched now: the end of the previous second.
+
+    Stripe's events carry whole seconds, so an event stamped with the current second may
+    describe a change made after this fetch. Dating the fetch just before that second
+    lets every such event win over it; an event of the second that the fetch already
+    reflects then writes the same state again, or a later event of that second follows
+    it (events are applied oldest first, and several of one object in one second are
+    fetched again)."""
+    return float(math.floor(time.time() if now is None else now) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +162,21 @@ class Store:
             (collection.name, list(ids), deleted_at, event_id),
         )
         return removed
+
+    async def remove(self, conn: Conn, collection: Collection, as_of: Mapping[str, float]) -> int:
+        """Remove rows that may come back, leaving no tombstone (an upcoming invoice that
+        is no more): `as_of` maps each key to when Stripe said it was gone; a row whose
+        copy is newer than that stays."""
+        if not as_of:
+            return 0
+        t = f"{quote(self.schema)}.{quote(collection.table)}"
+        key = quote(collection.key)
+        cur = await conn.execute(
+            f"DELETE FROM {t} USING unnest(%s::text[], %s::float8[]) AS g(k, at) "  # type: ignore[arg-type]
+            f"WHERE {t}.{key} = g.k AND {t}._stripe_time <= to_timestamp(g.at)",
+            (list(as_of), list(as_of.values())),
+        )
+        return cur.rowcount
 
     async def delete_missing_children(
         self, conn: Conn, collection: Collection, parent_id: str, keep_ids: Sequence[str]

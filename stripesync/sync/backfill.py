@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog, load_spec
 from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
+from stripesync.store.store import fetch_time
 from stripesync.stripe_api.client import StripeApi, StripeApiError
 
 log = logging.getLogger("stripesync.backfill")
@@ -224,7 +225,7 @@ class Backfill:
 
     async def _singleton(self, c: Collection, read: Read) -> None:
         assert read.path
-        fetched = time.time()
+        fetched = fetch_time()
         obj = await self._get(c, read, read.path, {})
         async with self.pool.connection() as conn, conn.transaction():
             await self.store.upsert(conn, c, [Incoming(obj, stripe_time=fetched)])
@@ -267,7 +268,7 @@ class Backfill:
         """First page, then (for a large, created-filterable list) the time slices."""
         assert read.path
         params = {**read.params, "limit": PAGE}
-        fetched = time.time()
+        fetched = fetch_time()
         page = await self._get(c, read, read.path, params)
         data = page.get("data", [])
         head_key = _slice_key(read.path, "head")
@@ -357,7 +358,7 @@ class Backfill:
                 params["created[lt]"] = s.hi
             if s.after:
                 params["starting_after"] = s.after
-            fetched = time.time()
+            fetched = fetch_time()
             page = await self._get(c, read, read.path, params)
             data = page.get("data", [])
             more = bool(page.get("has_more")) and bool(data)
@@ -385,11 +386,12 @@ class Backfill:
         field_name = read.path.rstrip("/").rsplit("/", 1)[-1]
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {quote(parent.key)}, _raw -> %s "
+                f"SELECT {quote(parent.key)}, _raw -> %s, "
+                "extract(epoch FROM _stripe_time)::float8 "
                 f"FROM {quote(self.schema)}.{quote(parent.table)}",
                 (field_name,),
             )
-            parents = await cur.fetchall()
+            parents = [(pid, (embedded, when)) for pid, embedded, when in await cur.fetchall()]
         p = self.progress[c.name]
         p.parents_total += len(parents)
         p.parents_done += sum(1 for pid, _ in parents if pid in done_parents)
@@ -405,17 +407,21 @@ class Backfill:
 
         await asyncio.gather(*(worker() for _ in range(min(PARENT_WORKERS, queue.qsize()))))
 
-    async def _children_of(self, c: Collection, read: Read, parent_id: str, embedded: Any) -> None:
-        """One parent's children: the list it embeds when complete, else fetched."""
+    async def _children_of(
+        self, c: Collection, read: Read, parent_id: str, parent: tuple[Any, float]
+    ) -> None:
+        """One parent's children: the list it embeds when complete (as old as the parent's
+        copy), else fetched."""
         assert read.path
         key = _slice_key(read.path, WHOLE)
+        embedded, parent_time = parent
         if (
             isinstance(embedded, dict)
             and embedded.get("object") == "list"
             and not embedded.get("has_more")
         ):
             items = [o for o in embedded.get("data", []) if _accepts(c, o)]
-            await self._commit_page(c, items, time.time(), key, parent_id, None, True)
+            await self._commit_page(c, items, parent_time, key, parent_id, None, True)
             self.progress[c.name].parents_done += 1
             return
         if "{" in read.path:
@@ -428,7 +434,7 @@ class Backfill:
         while True:
             if after:
                 params["starting_after"] = after
-            fetched = time.time()
+            fetched = fetch_time()
             try:
                 page = await self._get(c, read, path, params, child=True)
             except _ParentGone:
@@ -470,7 +476,7 @@ class Backfill:
                         objects.append(value)
                     elif isinstance(value, str) and read.retrieve:
                         ids.add(value)
-        fetched = time.time()
+        fetched = fetch_time()
         if objects:
             await self._commit_page(c, objects, fetched, f"ref#{c.name}", "", None, True)
         if ids and read.retrieve:

@@ -13,6 +13,9 @@ Rules:
 - `*.deleted` events of collections whose end is a deletion remove the row and its
   children's rows and leave a tombstone; objects whose end is a status (a canceled
   subscription) are stored with that status.
+- Changes Stripe announces through no event of their own are fetched: an
+  `invoice.created` refetches its customer (its `next_invoice_sequence` moved) and the
+  invoice items it took on (invoice items have no update event).
 - Every event is stored in the `event` table; ids already there are skipped.
 """
 
@@ -131,6 +134,11 @@ def plan_events(
                 plan.upserts[child.name].extend(
                     Incoming(o, stripe_time=when, parent_id=oid, event_id=ev["id"]) for o in items
                 )
+    for ev in events:
+        for name, oid in _moved_without_event(ev):
+            gone = any(d[0] == oid for d in plan.deletes.get(name, []))
+            if name in catalog and not gone:
+                plan.refetch.setdefault((name, oid), Refetch(name, oid, None))
     # several events of one object in one second: their order is unknown, fetch it
     for (name, oid), secs in seconds.items():
         deleted = any(d[0] == oid for d in plan.deletes.get(name, []))
@@ -138,6 +146,27 @@ def plan_events(
             parent = next((u.parent_id for u in plan.upserts.get(name, []) if _id(u) == oid), None)
             plan.refetch[(name, oid)] = Refetch(name, oid, parent)
     return plan
+
+
+def _moved_without_event(ev: dict[str, Any]) -> list[tuple[str, str]]:
+    """Objects an event's change moves though Stripe sends no event for them: an invoice
+    advances its customer's `next_invoice_sequence` and takes pending invoice items
+    (which have no update event) onto itself."""
+    if not str(ev.get("type", "")).startswith("invoice."):
+        return []
+    obj = ev.get("data", {}).get("object") or {}
+    out: list[tuple[str, str]] = []
+    cust = obj.get("customer")
+    if ev.get("type") == "invoice.created" and isinstance(cust, str):
+        out.append(("customer", cust))
+    lines = obj.get("lines")
+    for line in lines.get("data", []) if isinstance(lines, dict) else []:
+        parent = line.get("parent") or {}
+        details = parent.get("invoice_item_details") or {}
+        item = details.get("invoice_item") or line.get("invoice_item")
+        if isinstance(item, str) and ev.get("type") in ("invoice.created", "invoice.updated"):
+            out.append(("invoiceitem", item))
+    return out
 
 
 def _id(i: Incoming) -> str | None:

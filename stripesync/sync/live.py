@@ -25,6 +25,7 @@ from stripesync.catalog import Catalog, build_catalog
 from stripesync.obs.metrics import EVENTS_APPLIED
 from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
+from stripesync.store.store import fetch_time
 from stripesync.stripe_api.client import StripeApi, StripeApiError, redact
 from stripesync.sync.events import Plan, Refetch, apply_plan, plan_events
 
@@ -132,14 +133,14 @@ class LiveSync:
             c = self.catalog[r.collection]
             path = c.read.retrieve
             if path is None:
-                return r, None, time.time()
+                return r, None, fetch_time()
             # the last brace is the object's id; an earlier one is its parent's
             path = re.sub(r"\{[a-z_]+\}$", r.id, path)
             if "{" in path:
                 if r.parent_id is None:
-                    return r, None, time.time()
+                    return r, None, fetch_time()
                 path = re.sub(r"\{[a-z_]+\}", r.parent_id, path, count=1)
-            fetched = time.time()
+            fetched = fetch_time()
             try:
                 return r, await self.api.get(path, stripe_version=c.read.api_version), fetched
             except StripeApiError as e:
@@ -177,11 +178,15 @@ class LiveSync:
         async with self.pool.connection() as conn, conn.transaction():
             applied = await apply_plan(conn, self.store, plan, catalog=self.catalog)
             for r, obj, fetched in refetched:
-                if obj is not None:
+                # a deleted object retrieves as a stub: its deletion event does the work
+                if obj is not None and obj.get("deleted") is not True:
+                    # fetched after this batch was listed: newer than any of its events
+                    # (ties go to the later write, and this one comes after them)
+                    when = max(fetched, float(newest["created"]))
                     await self.store.upsert(
                         conn,
                         self.catalog[r.collection],
-                        [Incoming(obj, stripe_time=fetched, parent_id=r.parent_id)],
+                        [Incoming(obj, stripe_time=when, parent_id=r.parent_id)],
                     )
             await conn.execute(
                 f"INSERT INTO {quote(self.schema)}._events_cursor (name, event_id, event_created) "

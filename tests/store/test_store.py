@@ -117,3 +117,23 @@ async def test_key_given_from_outside_for_upcoming_invoices(conn):
         "SELECT subscription_id, customer_id, amount_due FROM stripe.upcoming_subscription_invoice",
     )
     assert rows == [("sub_1", "cus_1", 500)]
+
+
+async def test_remove_leaves_no_tombstone_and_keeps_newer_copies(conn):
+    store = Store("stripe")
+    coll = CAT["upcoming_subscription_invoice"]
+    inv = {"object": "invoice", "customer": "cus_1", "amount_due": 500, "created": 5}
+    await store.upsert(
+        conn,
+        coll,
+        [Incoming(inv, stripe_time=100, key="sub_1"), Incoming(inv, stripe_time=300, key="sub_2")],
+    )
+    # sub_2's copy is newer than the answer "no upcoming invoice": it stays
+    assert await store.remove(conn, coll, {"sub_1": 200, "sub_2": 200}) == 1
+    left = await _rows(conn, "SELECT subscription_id FROM stripe.upcoming_subscription_invoice")
+    assert left == [("sub_2",)]
+    assert await _rows(conn, "SELECT count(*) FROM stripe._deletions") == [(0,)]
+    # a later copy comes back
+    res = await store.upsert(conn, coll, [Incoming(inv, stripe_time=250, key="sub_1")])
+    assert res.written == 1
+    assert await store.remove(conn, coll, {}) == 0
