@@ -26,8 +26,9 @@ def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: 
     names the function that runs it (it returns the exit code)."""
     from stripesync import app
     from stripesync.emulator import cli as emulator_cli
+    from stripesync.proxy import cli as proxy_cli
 
-    return [app.register, app.register_demo, emulator_cli.register]
+    return [app.register, app.register_demo, emulator_cli.register, proxy_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

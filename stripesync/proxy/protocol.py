@@ -646,6 +646,17 @@ class _Parser(Generic[MessageT]):
         """How many bytes are buffered and not yet returned as messages."""
         return len(self._buf) - self._pos
 
+    def take_pending(self) -> bytes:
+        """Remove and return the buffered bytes not yet returned as messages.
+
+        For a relay that stops framing this direction with the parser (it hands the
+        rest of the stream to a lighter reader).
+        """
+        rest = bytes(memoryview(self._buf)[self._pos :])
+        self._buf = b""
+        self._pos = 0
+        return rest
+
     @property
     def error(self) -> ProtocolViolation | None:
         """The violation that poisoned this parser, if any."""

@@ -1,0 +1,123 @@
+"""`stripesync proxy`: the PostgreSQL wire-protocol proxy in front of the database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+
+from stripesync.proxy.server import DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, ProxyServer
+from stripesync.proxy.upstream import UpstreamError
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (the default host)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port in {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port in {value!r}")
+    return host or DEFAULT_LISTEN_HOST, port
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--proxy-listen",
+        type=parse_listen,
+        default=(DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT),
+        metavar="HOST:PORT",
+        help=f"where clients connect (default {DEFAULT_LISTEN_HOST}:{DEFAULT_LISTEN_PORT};"
+        " port 0 picks a free one)",
+    )
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="the upstream PostgreSQL (env DATABASE_URL): its address and sslmode; each "
+        "client logs in with its own credentials",
+    )
+    p.add_argument("--tls-cert", default=None, help="certificate (PEM) offered to clients")
+    p.add_argument("--tls-key", default=None, help="its private key (PEM)")
+    p.add_argument("--log-level", default="warning")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "proxy",
+        help="serve the PostgreSQL wire-protocol proxy",
+        description="A PostgreSQL proxy in front of --database-url: clients connect to it "
+        "as to PostgreSQL; everything that is not a write to a synced table passes through "
+        "unchanged.",
+    )
+    add_arguments(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.database_url:
+        print("stripesync proxy: --database-url (or DATABASE_URL) is required", file=sys.stderr)
+        return 2
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("stripesync proxy: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host, port = args.proxy_listen
+    try:
+        proxy = ProxyServer(
+            args.database_url,
+            listen_host=host,
+            listen_port=port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except UpstreamError as exc:
+        print(f"stripesync proxy: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ssl.SSLError) as exc:
+        print(f"stripesync proxy: cannot load the TLS certificate: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(_serve(proxy))
+    except OSError as exc:
+        print(f"stripesync proxy: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(proxy: ProxyServer) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await proxy.start()
+    host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+    print(f"proxy listening on {host}:{proxy.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await proxy.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the proxy command alone (``python -m stripesync.proxy.cli``)."""
+    parser = argparse.ArgumentParser(prog="stripesync proxy")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
