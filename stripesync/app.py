@@ -121,6 +121,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "/webhooks/stripe); its secret is kept in the database",
     )
     p.add_argument(
+        "--relist-interval",
+        type=float,
+        default=3600.0,
+        help="seconds between re-lists of what Stripe's events miss: accounts, persons, "
+        "external accounts, country specs, report types, balance (3600)",
+    )
+    p.add_argument(
         "--lag-budget",
         type=float,
         default=10.0,
@@ -279,6 +286,8 @@ async def _run(args: argparse.Namespace) -> int:
     names = collections_option(args.collections)
     if args.poll_interval <= 0:
         raise UserError("--poll-interval must be positive")
+    if args.relist_interval <= 0:
+        raise UserError("--relist-interval must be positive")
     host: str | None = None
     port = 0
     if args.http_listen != "off":
@@ -306,6 +315,7 @@ async def _run(args: argparse.Namespace) -> int:
             collections=names,
             poll_interval=args.poll_interval,
             lag_budget=args.lag_budget,
+            relist_interval=args.relist_interval,
             http_host=host,
             http_port=port,
             webhook_secrets=args.webhook_secret,

@@ -6,8 +6,10 @@ The order of one run:
 1. the HTTP server (health, metrics, webhooks) starts first, so a backfill is visible;
 2. migrations; the backfill records the events cursor, then pages what is not done;
    the upcoming invoices of every customer and subscription are fetched;
-3. the live sync polls from that cursor; a stop (SIGINT / SIGTERM) lets the batch in
-   hand commit, then everything closes;
+3. the live sync polls from that cursor; beside it, what Stripe announces through no
+   event (accounts, persons, external accounts, country specs, report types, the
+   balance) is listed again every `relist_interval` and repaired; a stop (SIGINT /
+   SIGTERM) lets the batch in hand commit, then everything closes;
 4. when the saved cursor has fallen out of Stripe's 30-day window of events, the run
    says so loudly, backfills everything again, removes the rows of objects Stripe no
    longer lists, and resumes from a fresh cursor.
@@ -34,6 +36,7 @@ from stripesync.stripe_api.client import StripeApi, redact
 from stripesync.sync.backfill import Backfill, BackfillResult, Progress
 from stripesync.sync.events import Plan
 from stripesync.sync.live import CursorExpired, LiveSync
+from stripesync.sync.relist import Relister
 from stripesync.sync.upcoming import UpcomingInvoices
 
 log = logging.getLogger("stripesync.run")
@@ -50,6 +53,7 @@ class RunConfig:
     http_host: str | None = "127.0.0.1"  # None: no HTTP server
     http_port: int = 8484
     webhook_secrets: Sequence[str] = ()
+    relist_interval: float = 3600.0  # what events miss is listed again this often
     backfill_concurrency: int = 32
     on_progress: Callable[[Progress], None] | None = None
     on_backfill: Callable[[BackfillResult], None] | None = None
@@ -98,6 +102,15 @@ class Runner:
         )
         self.http: HttpServer | None = None
         self._after_batch_hooks: list[Callable[[Plan], Awaitable[None]]] = []
+        self.relister = Relister(
+            api,
+            pool,
+            schema=config.schema,
+            catalog=self.catalog,
+            interval=config.relist_interval,
+            collections=config.collections,
+        )
+        self.add_after_batch(self.relister.after_batch)
         self.upcoming: UpcomingInvoices | None = None
         if {"upcoming_customer_invoice", "upcoming_subscription_invoice"} & set(selected.names()):
             self.upcoming = UpcomingInvoices(api, pool, schema=config.schema, catalog=selected)
@@ -116,12 +129,17 @@ class Runner:
             await self._until(stop, self._backfill("backfill"))
             if self.upcoming is not None and not stop.is_set():
                 await self._until(stop, self._fill_upcoming())
-            while not stop.is_set():
-                self.state.phase = "live"
-                try:
-                    await self.live.run(stop)
-                except CursorExpired as e:
-                    await self._rebackfill(stop, str(e))
+            relisting = asyncio.create_task(self.relister.run(stop))
+            try:
+                while not stop.is_set():
+                    self.state.phase = "live"
+                    try:
+                        await self.live.run(stop)
+                    except CursorExpired as e:
+                        await self._rebackfill(stop, str(e))
+            finally:
+                relisting.cancel()  # a re-list in hand stops; it removes nothing then
+                await asyncio.gather(relisting, return_exceptions=True)
         finally:
             self.state.phase = "stopped"
             await self._stop_http()

@@ -148,3 +148,32 @@ async def test_upcoming_invoices_are_filled_and_follow_events(emulator, database
         stop.set()
         await task
     assert after == before + 1234
+
+
+async def test_what_events_miss_is_relisted_while_live(emulator, database_url) -> None:
+    """A country spec Stripe adds without an event arrives through the re-list."""
+    async with (
+        AsyncConnectionPool(database_url, open=False, kwargs={"autocommit": True}) as pool,
+        StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=500) as api,
+    ):
+        runner = Runner(api, pool, RunConfig(collections=["country_spec"], http_host=None,
+                                             relist_interval=0.5))
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        await _until_live(runner)
+        spec = {"id": "ZZ", "object": "country_spec", "default_currency": "zzz",
+                "supported_bank_account_currencies": {}, "supported_payment_currencies": [],
+                "supported_payment_methods": [], "supported_transfer_countries": [],
+                "verification_fields": {}}
+        emulator.load([spec])  # no event
+        deadline = time.monotonic() + 10
+        row = None
+        while row is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            async with pool.connection() as conn:
+                row = await (await conn.execute(
+                    "SELECT default_currency FROM stripe.country_spec WHERE id = 'ZZ'"
+                )).fetchone()
+        stop.set()
+        await task
+    assert row == ("zzz",)

@@ -62,6 +62,17 @@ SYSTEM_TABLES = (
         event_id text,
         PRIMARY KEY (collection, id)
     )""",
+    # The scheduled re-list (sync/relist.py): when each collection's last re-list started
+    # and what it found, so a restart keeps the schedule instead of re-listing everything.
+    """CREATE TABLE IF NOT EXISTS {s}."_relist_state" (
+        collection text PRIMARY KEY,
+        relisted_at timestamptz NOT NULL,
+        listed bigint NOT NULL DEFAULT 0,
+        repaired bigint NOT NULL DEFAULT 0,
+        removed bigint NOT NULL DEFAULT 0,
+        skipped_reason text,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )""",
 )
 
 

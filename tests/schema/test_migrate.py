@@ -64,3 +64,23 @@ async def test_migrate_is_idempotent_and_only_adds(database_url):
         assert await migrate(conn, "other_schema") == []
         cur = await conn.execute("SELECT id FROM other_schema.customer")
         assert await cur.fetchall() == [("cus_1",)]
+
+
+async def test_bookkeeping_tables_added_later_appear_on_existing_schemas(database_url):
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await migrate(conn, "stripe", [])
+        cols = await _columns(conn, "stripe", "_relist_state")
+        assert cols["relisted_at"] == "timestamp with time zone"
+        assert cols["skipped_reason"] == "text"
+        await conn.execute(
+            "INSERT INTO stripe._relist_state (collection, relisted_at) VALUES ('account', now())"
+        )
+        await conn.commit()
+        await migrate(conn, "stripe", [])  # kept as it is
+        cur = await conn.execute("SELECT collection FROM stripe._relist_state")
+        assert await cur.fetchall() == [("account",)]
+        # a schema made before the table existed gets it at the next start
+        await conn.execute("DROP TABLE stripe._relist_state")
+        await conn.commit()
+        await migrate(conn, "stripe", [])
+        assert await _columns(conn, "stripe", "_relist_state")
