@@ -1,6 +1,10 @@
 """The ASGI application: HTTP in, `Emulator.handle` (or a control) out, plus what needs
 time or sockets: latency, injected failures (500, 503, 429, connection reset,
-timeout) and body-size limits. Controls live under `/_emulator/` (JSON, no auth)."""
+timeout) and body-size limits. Controls live under `/_emulator/` (JSON, no auth).
+
+Webhook delivery (webhooks.py) runs on the app's event loop: it starts at lifespan
+startup (or with the first request, under a server without lifespan) and stops at
+lifespan shutdown."""
 
 from __future__ import annotations
 
@@ -42,10 +46,12 @@ class EmulatorApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
             return
         if kind != "http":
             return
+        if not self.em.webhooks.running:
+            await self.em.webhooks.start()
         path: str = scope["path"]
         method: str = scope["method"]
         if path.startswith(CONTROL_PREFIX):
@@ -79,6 +85,17 @@ class EmulatorApp:
         else:
             resp = em.handle(Request(method, path, scope["query_string"], headers, body))
         await _send(send, resp.status, resp.body, resp.headers)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await self.em.webhooks.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.em.webhooks.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def _fault(self, kind: str, receive: Receive, send: Send) -> None:
         em = self.em
@@ -143,16 +160,6 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[str, s
     raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def json_bytes(obj: Any) -> bytes:

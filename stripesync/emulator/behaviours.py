@@ -2009,6 +2009,13 @@ def _webhook_create(call: Call, obj: dict[str, Any]) -> None:
     obj["application"] = None
 
 
+@webhook.on_update
+def _webhook_update(call: Call, rec: Record, before: dict[str, Any]) -> None:
+    disabled = call.param("disabled")
+    if isinstance(disabled, bool):  # webhooks.py delivers to `enabled` endpoints only
+        rec.obj["status"] = "disabled" if disabled else "enabled"
+
+
 event = behaviour("event")
 
 

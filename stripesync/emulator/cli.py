@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="N",
         help="fill the account with N customers and linked objects at start",
     )
+    p.add_argument(
+        "--no-webhooks",
+        action="store_true",
+        help="do not deliver events to webhook endpoints (POST /_emulator/config "
+        '{"webhooks": true} turns delivery back on)',
+    )
     p.add_argument("--log-level", default="warning")
     p.set_defaults(run=run)
 
@@ -44,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         latency_jitter_ms=args.latency_jitter_ms,
         rate_limit=args.rate_limit,
         default_api_version=args.api_version,
+        webhooks=not args.no_webhooks,
     )
     em = Emulator(config, seed=args.seed)
     if args.seed_customers:

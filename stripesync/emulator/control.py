@@ -3,7 +3,9 @@
 - `GET /_emulator/health`: `{"ok": true}`.
 - `GET`, `POST /_emulator/config`: read / change `latency_ms`, `latency_jitter_ms`,
   `rate_limit`, `max_body_bytes`, `hang_seconds`, `default_api_version`,
-  `allowed_keys`, `event_retention_days`.
+  `allowed_keys`, `event_retention_days`, `webhooks` (delivery on/off) and
+  `webhook_max_attempts`, `webhook_retry_seconds`, `webhook_retry_max_seconds`,
+  `webhook_timeout_seconds`.
 - `POST /_emulator/reset`: forget every object, event, fault, key and clock offset;
   the config goes back to what the emulator started with.
 - `GET`, `POST`, `DELETE /_emulator/faults`: list / add / clear injected failures,
@@ -15,7 +17,9 @@
   `{"set": unix time}` (forward only).
 - `POST /_emulator/load[?events=true]`: a JSON array of Stripe objects.
 - `POST /_emulator/generate`: `{"customers": N, "seed": 1, …}` (generator.py).
-- `GET /_emulator/stats`: object counts per collection, API answers by status.
+- `GET /_emulator/stats`: object counts per collection, API answers by status, webhook
+  deliveries (`webhooks`: attempted, delivered, failed, retried, abandoned, dropped,
+  pending). `POST /_emulator/config {"webhooks": false}` turns delivery off.
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ class Controls:
             "objects": self.em.store.counts(),
             "now": self.em.clock.now(),
             "responses": {str(k): v for k, v in sorted(self.em.responses.items())},
+            "webhooks": self.em.webhooks.stats(),
         }
 
 

@@ -23,12 +23,23 @@ class Config:
     default_api_version: str | None = None  # account default; None = the SDK's
     allowed_keys: list[str] | None = None  # None: any sk_test_ / rk_test_ key
     event_retention_days: int = 30
+    # webhook delivery (webhooks.py): off with False; a failed attempt is retried after
+    # `webhook_retry_seconds`, doubling up to `webhook_retry_max_seconds`, until
+    # `webhook_max_attempts` attempts were made
+    webhooks: bool = True
+    webhook_max_attempts: int = 8
+    webhook_retry_seconds: float = 1.0
+    webhook_retry_max_seconds: float = 60.0
+    webhook_timeout_seconds: float = 10.0
 
     def update(self, values: dict[str, Any]) -> None:
-        known = set(asdict(self))
-        unknown = set(values) - known
+        known = asdict(self)
+        unknown = set(values) - set(known)
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        for k, v in values.items():
+            if isinstance(known[k], bool) and not isinstance(v, bool):
+                raise ValueError(f"{k} must be true or false")
         for k, v in values.items():
             setattr(self, k, v)
 

@@ -42,6 +42,7 @@ from stripesync.emulator.routes import (
 )
 from stripesync.emulator.shapes import Shapes
 from stripesync.emulator.store import Record, Store, dumps
+from stripesync.emulator.webhooks import Webhooks, matches
 
 log = logging.getLogger("stripesync.emulator")
 
@@ -130,6 +131,7 @@ class Emulator:
             for t, cls in self.shapes.type_class.items()
             if not {"created", "date"} & set(self.shapes.fields(cls))
         }
+        self.webhooks = Webhooks(self)  # lives as long as the emulator; reset() empties it
         self.reset()
 
     # ---- state -----------------------------------------------------------------------
@@ -145,6 +147,7 @@ class Emulator:
         self.permissions = Permissions()
         self.idempotency: dict[tuple[str, str], _Idem] = {}
         self.responses: Counter[int] = Counter()  # answers by status, for stats
+        self.webhooks.reset()
 
     @property
     def default_version(self) -> str:
@@ -736,9 +739,11 @@ class Emulator:
         previous: dict[str, Any] | None = None,
         at: int | None = None,
     ) -> Record | None:
-        """Record an event (only types Stripe has)."""
+        """Record an event (only types Stripe has) and offer it to the webhook endpoints
+        that receive its type."""
         if type_ not in self.event_types:
             return None
+        targets = self._webhook_targets(type_)
         eid = self.ids.new("event")
         created = self.clock.now() if at is None else at
         request = {
@@ -762,7 +767,7 @@ class Emulator:
         tail = dumps(
             {
                 "livemode": False,
-                "pending_webhooks": self._pending_webhooks(type_),
+                "pending_webhooks": len(targets),
                 "request": request,
                 "type": type_,
             }
@@ -770,17 +775,16 @@ class Emulator:
         raw = head + b',"data":' + data + b"," + tail
         rec = Record("event", eid, created, self.store.next_seq(), None, raw)
         self.store.add(rec)
+        if targets and self.config.webhooks:
+            self.webhooks.offer(rec, targets)
         return rec
 
-    def _pending_webhooks(self, type_: str) -> int:
-        n = 0
-        for rec in self.store.objects("webhook_endpoint").values():
-            o = rec.obj
-            if o.get("status") == "enabled":
-                evs = o.get("enabled_events") or []
-                if "*" in evs or type_ in evs:
-                    n += 1
-        return n
+    def _webhook_targets(self, type_: str) -> list[Record]:
+        """The enabled endpoints that receive `type_` (none at all: one dict lookup)."""
+        endpoints = self.store.by_type.get("webhook_endpoint")
+        if not endpoints:
+            return []
+        return [rec for rec in endpoints.values() if matches(rec.obj, type_)]
 
 
 ACTION_STATUS: dict[str, tuple[str | None, str | None]] = {

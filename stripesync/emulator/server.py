@@ -34,7 +34,7 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 def _uvicorn_config(app: EmulatorApp, log_level: str) -> uvicorn.Config:
     kwargs: dict[str, Any] = {
         "log_level": log_level,
-        "lifespan": "off",
+        "lifespan": "on",  # starts and stops webhook delivery (webhooks.py)
         "access_log": False,
         "timeout_graceful_shutdown": 1,
         "timeout_keep_alive": 30,

@@ -61,6 +61,11 @@ class Record:
         if self._obj is not None:
             self._raw = None
 
+    def replace_bytes(self, raw: bytes) -> None:
+        """The object is now `raw` (the dict is parsed again when asked for)."""
+        self._raw = raw
+        self._obj = None
+
     def copy(self) -> dict[str, Any]:
         """A deep copy of the object (for events, expansion, diffs)."""
         return json.loads(self.to_bytes())  # type: ignore[no-any-return]
