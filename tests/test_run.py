@@ -168,3 +168,33 @@ def test_run_refuses_bad_flags_in_one_line(emulator, database_url) -> None:
         assert out.returncode == 1
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], out.stderr
+
+
+def test_register_webhook_creates_the_endpoint_and_its_deliveries_nudge(
+    emulator, database_url, run_proc
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    hook = f"http://127.0.0.1:{port}/webhooks/stripe"
+    proc = run_proc("--collections", "customer", "--poll-interval", "30",
+                    "--http-listen", f"127.0.0.1:{port}", "--register-webhook", hook)
+    proc.wait_for("live sync: ")
+    endpoints = emulator.stripe().v1.webhook_endpoints.list().data
+    assert [e.url for e in endpoints] == [hook]
+    secret = _count(database_url, "SELECT value ->> 'secret' FROM stripe._meta "
+                    "WHERE key = %s", f"webhook_secret:{endpoints[0].id}")
+    assert secret and secret.startswith("whsec_") and secret not in proc.text()
+    time.sleep(0.3)  # the first poll is done: the next is 30 s away
+    c = emulator.stripe().v1.customers.create(params={"email": "hooked@example.com"})
+    assert _until(lambda: _count(database_url,
+                                 "SELECT count(*) FROM stripe.customer WHERE id = %s", c.id), 5)
+    assert proc.stop() == 0
+    # a second run finds the endpoint and updates it instead of adding another
+    proc = run_proc("--collections", "customer", "--http-listen", f"127.0.0.1:{port}",
+                    "--register-webhook", hook)
+    proc.wait_for("live sync: ")
+    assert len(emulator.stripe().v1.webhook_endpoints.list().data) == 1
+    assert proc.stop() == 0
