@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -18,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from rich.console import Console
 from rich.table import Table
 
+from stripesync import settings
 from stripesync.catalog import UnknownCollectionError, build_catalog
 from stripesync.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, default_data_dir
 from stripesync.schema.columns import quote
@@ -41,37 +41,11 @@ class UserError(Exception):
 
 
 def add_database_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        help="PostgreSQL URL (env DATABASE_URL); default: an embedded PostgreSQL "
-        "kept in the user's data directory",
-    )
-    p.add_argument("--schema", default="stripe", help="schema of the synced tables")
+    settings.add(p, "database_url", "schema")
 
 
 def add_stripe_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("STRIPE_API_KEY"),
-        help="Stripe secret or restricted key (env STRIPE_API_KEY)",
-    )
-    p.add_argument(
-        "--api-base",
-        default=os.environ.get("STRIPE_API_BASE"),
-        help="Stripe API address (env STRIPE_API_BASE); default Stripe's own",
-    )
-    p.add_argument(
-        "--collections",
-        default=None,
-        help="comma-separated catalog names to sync (default: all)",
-    )
-    p.add_argument(
-        "--max-rps",
-        type=float,
-        default=None,
-        help="requests per second to Stripe (default 50 for live keys, 20 for test keys)",
-    )
+    settings.add(p, "api_key", "api_base", "collections", "max_rps")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -95,50 +69,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_status)
 
+    p = subparsers.add_parser("config", help="configuration: show the effective settings")
+    p.add_argument("action", choices=["show"], help="show: every setting, secrets masked")
+    settings.add(p, *settings.SETTINGS)
+    p.set_defaults(run=cmd_config)
+
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--poll-interval", type=float, default=0.5, help="seconds between event polls (0.5)"
-    )
-    p.add_argument(
-        "--http-listen",
-        default=os.environ.get("STRIPESYNC_HTTP_LISTEN", "127.0.0.1:8484"),
-        help="HOST:PORT of /health, /metrics and /webhooks/stripe (default "
-        "127.0.0.1:8484; 'off' for none)",
-    )
-    p.add_argument(
-        "--webhook-secret",
-        action="append",
-        default=[s for s in [os.environ.get("STRIPE_WEBHOOK_SECRET")] if s],
-        help="whsec_... of a webhook endpoint that nudges the live sync (env "
-        "STRIPE_WEBHOOK_SECRET; repeat for several)",
-    )
-    p.add_argument(
-        "--register-webhook",
-        metavar="URL",
-        default=None,
-        help="create or update a Stripe webhook endpoint at URL (the public address of "
-        "/webhooks/stripe); its secret is kept in the database",
-    )
-    p.add_argument(
-        "--relist-interval",
-        type=float,
-        default=3600.0,
-        help="seconds between re-lists of what Stripe's events miss: accounts, persons, "
-        "external accounts, country specs, report types, balance (3600)",
-    )
-    p.add_argument(
-        "--lag-budget",
-        type=float,
-        default=10.0,
-        help="seconds of staleness before /health answers 503 (10)",
+    settings.add(
+        p,
+        "poll_interval",
+        "http_listen",
+        "webhook_secret",
+        "register_webhook",
+        "relist_interval",
+        "lag_budget",
     )
 
 
-def collections_option(value: str | None) -> list[str] | None:
+def collections_option(value: str | list[str] | None) -> list[str] | None:
+    """The collections a command was given (settings has already checked the names)."""
     if not value:
         return None
-    names = [n.strip() for n in value.split(",") if n.strip()]
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else list(value)
     try:
         build_catalog().select(names)
     except UnknownCollectionError as e:
@@ -284,10 +237,6 @@ async def _run(args: argparse.Namespace) -> int:
     if not args.api_key:
         raise UserError("no Stripe API key: pass --api-key or set STRIPE_API_KEY")
     names = collections_option(args.collections)
-    if args.poll_interval <= 0:
-        raise UserError("--poll-interval must be positive")
-    if args.relist_interval <= 0:
-        raise UserError("--relist-interval must be positive")
     host: str | None = None
     port = 0
     if args.http_listen != "off":
@@ -353,6 +302,14 @@ async def _run(args: argparse.Namespace) -> int:
     console.print(f"stopped: {runner.live.events_applied} events applied")
     skipped = any(r.skipped for r in state.backfills)
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+# ---- config ---------------------------------------------------------------------------
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(settings.show(args.resolved_settings))
+    return EXIT_OK
 
 
 # ---- status ---------------------------------------------------------------------------

@@ -18,6 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in _commands():
         register(subparsers)
+    from stripesync import settings
+
+    for sub in subparsers.choices.values():
+        if "_settings" in sub._defaults:  # a command configured through settings
+            settings.add_config_option(sub)
+            settings.add(sub, "log_format", "log_level")
     return parser
 
 
@@ -32,9 +38,19 @@ def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from stripesync import settings
+    from stripesync.obs.logs import setup_logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if hasattr(args, "_settings"):
+        try:
+            args.resolved_settings = settings.resolve(args)
+        except settings.ConfigError as e:
+            print(f"stripesync: {e}", file=sys.stderr)
+            return 2
+        setup_logging(args.log_format, args.log_level)
     return int(args.run(args))

@@ -157,15 +157,16 @@ def test_a_webhook_nudges_an_immediate_poll(emulator, database_url, run_proc) ->
 
 def test_run_refuses_bad_flags_in_one_line(emulator, database_url) -> None:
     for flags, expected in (
-        (["--http-listen", "nonsense"], "--http-listen"),
-        (["--poll-interval", "0"], "--poll-interval must be positive"),
+        (["--http-listen", "nonsense"], "http_listen (from flag --http-listen): expected"),
+        (["--poll-interval", "0"], "poll_interval (from flag --poll-interval): must be"),
+        (["--log-format", "xml"], "log_format (from flag --log-format): expected one of"),
     ):
         out = subprocess.run(
             [sys.executable, "-m", "stripesync", "run", "--api-key", KEY, "--api-base",
              emulator.url, "--database-url", database_url, *flags],
             capture_output=True, text=True, timeout=60,
         )
-        assert out.returncode == 1
+        assert out.returncode == 2  # bad usage
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], out.stderr
 

@@ -10,6 +10,7 @@ limiter. Successful bodies are decoded with orjson (see `_send`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import uuid
@@ -23,16 +24,13 @@ import orjson
 import stripe
 
 from stripesync.obs.metrics import endpoint_template, record_stripe_request
+from stripesync.obs.redact import redact
 from stripesync.stripe_api.ratelimit import RateLimiter
+
+log = logging.getLogger("stripesync.stripe")
 
 PINNED_VERSION: str = stripe.api_version
 STRIPE_API_BASE = "https://api.stripe.com"
-_SECRET = re.compile(r"\b([sr]k|whsec|pk)_(live|test)_[A-Za-z0-9*]+|\bwhsec_[A-Za-z0-9]+")
-
-
-def redact(text: str) -> str:
-    """Mask anything that looks like a Stripe secret."""
-    return _SECRET.sub(lambda m: m.group(0)[:8] + "…", text)
 
 
 def key_mode(api_key: str) -> str:
@@ -186,7 +184,17 @@ class StripeApi:
                 if retryable and attempt < self.max_retries:
                     attempt += 1
                     self.stats.retries += 1
-                    await asyncio.sleep(_backoff(attempt, status))
+                    delay = _backoff(attempt, status)
+                    log.info(
+                        "retrying %s %s in %.1f s after %s (attempt %d of %d)",
+                        method.upper(),
+                        endpoint_template(path),
+                        delay,
+                        status or type(e).__name__,
+                        attempt,
+                        self.max_retries,
+                    )
+                    await asyncio.sleep(delay)
                     continue
                 raise _api_error(e, method, path) from None
             self.stats.record(path, status, method)
