@@ -61,7 +61,8 @@ def start_run(api_base: str, database_url: str, http_port: int, webhooks: bool,
               max_rps: int) -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "stripesync", "run", "--no-progress", "--api-key", KEY,
             "--api-base", api_base, "--database-url", database_url, "--collections",
-            "customer", "--http-listen", f"127.0.0.1:{http_port}", "--max-rps", str(max_rps)]
+            "customer", "--http-listen", f"127.0.0.1:{http_port}", "--proxy-listen", "off",
+            "--max-rps", str(max_rps)]
     if webhooks:
         args += ["--register-webhook", f"http://127.0.0.1:{http_port}/webhooks/stripe"]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True,

@@ -80,6 +80,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         p,
         "poll_interval",
         "http_listen",
+        "proxy_listen",
+        "tls_cert",
+        "tls_key",
         "webhook_secret",
         "register_webhook",
         "relist_interval",
@@ -244,6 +247,12 @@ async def _run(args: argparse.Namespace) -> int:
             host, port = parse_listen(args.http_listen)
         except ValueError as e:
             raise UserError(f"--http-listen: {e}") from None
+    proxy_host: str | None = None
+    proxy_port = 0
+    if args.proxy_listen != "off":
+        proxy_host, proxy_port = parse_listen(args.proxy_listen)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UserError("--tls-cert and --tls-key go together")
     db = open_database(args.database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -265,6 +274,11 @@ async def _run(args: argparse.Namespace) -> int:
             poll_interval=args.poll_interval,
             lag_budget=args.lag_budget,
             relist_interval=args.relist_interval,
+            proxy_host=proxy_host,
+            proxy_port=proxy_port,
+            database_url=db.url,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             http_host=host,
             http_port=port,
             webhook_secrets=args.webhook_secret,
@@ -288,9 +302,12 @@ async def _run(args: argparse.Namespace) -> int:
                     if bar is not None:
                         bar.__exit__(None, None, None)
                         bar = None
-                    console.print("live sync: following Stripe's events; Ctrl-C stops")
+                    say = print_line
+                    say("live sync: following Stripe's events; Ctrl-C stops")
                     if runner.http is not None:
-                        console.print(f"status and metrics: {runner.http.url}", markup=False)
+                        say(f"status and metrics: {runner.http.url}")
+                    if runner.proxy is not None:
+                        say(f"proxy: {proxy_url(db.url, config.proxy_host, runner.proxy.port)}")
             state = started.result()
         except OSError as e:
             raise UserError(f"cannot listen on {args.http_listen}: {e.strerror or e}") from None
@@ -302,6 +319,22 @@ async def _run(args: argparse.Namespace) -> int:
     console.print(f"stopped: {runner.live.events_applied} events applied")
     skipped = any(r.skipped for r in state.backfills)
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def print_line(text: str) -> None:
+    """One line on stderr, never wrapped (addresses must stay copyable)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def proxy_url(database_url: str, host: str | None, port: int) -> str:
+    """The database URL pointed at the proxy, password masked (psql will ask)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(database_url)
+    user = parts.username or ""
+    netloc = f"{user}@" if user else ""
+    netloc += f"{host}:{port}"
+    return urlunsplit((parts.scheme or "postgresql", netloc, parts.path, parts.query, ""))
 
 
 # ---- config ---------------------------------------------------------------------------

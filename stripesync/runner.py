@@ -29,6 +29,8 @@ from psycopg_pool import AsyncConnectionPool
 from stripesync.catalog import Catalog, ReadKind, build_catalog
 from stripesync.http.server import HttpServer, create_app
 from stripesync.obs.metrics import BACKFILL_DONE, EVENTS_LAG
+from stripesync.proxy.hooks import WriteHandler
+from stripesync.proxy.server import ProxyServer
 from stripesync.schema.columns import quote
 from stripesync.schema.migrate import migrate
 from stripesync.store.store import fetch_time
@@ -54,6 +56,12 @@ class RunConfig:
     http_port: int = 8484
     webhook_secrets: Sequence[str] = ()
     relist_interval: float = 3600.0  # what events miss is listed again this often
+    # the write-through proxy: None for none; it relays to `database_url`
+    proxy_host: str | None = None
+    proxy_port: int = 6543
+    database_url: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     backfill_concurrency: int = 32
     on_progress: Callable[[Progress], None] | None = None
     on_backfill: Callable[[BackfillResult], None] | None = None
@@ -101,6 +109,8 @@ class Runner:
             after_batch=self._after_batch,
         )
         self.http: HttpServer | None = None
+        self.proxy: ProxyServer | None = None
+        self.write_handler: WriteHandler | None = None  # writes go to Stripe when set
         self._after_batch_hooks: list[Callable[[Plan], Awaitable[None]]] = []
         self.relister = Relister(
             api,
@@ -121,6 +131,7 @@ class Runner:
     async def run(self, stop: asyncio.Event) -> RunState:
         await self._start_http()
         try:
+            await self._start_proxy()
             async with self.pool.connection() as conn:
                 selected = self.catalog.select(list(self.config.collections or []) or None)
                 await migrate(
@@ -142,6 +153,7 @@ class Runner:
                 await asyncio.gather(relisting, return_exceptions=True)
         finally:
             self.state.phase = "stopped"
+            await self._stop_proxy()
             await self._stop_http()
         return self.state
 
@@ -325,6 +337,29 @@ class Runner:
         self.http = HttpServer(app, self.config.http_host, self.config.http_port)
         await self.http.start()
         log.info("HTTP endpoints on %s (/health, /metrics, /webhooks/stripe)", self.http.url)
+
+    async def _start_proxy(self) -> None:
+        if self.config.proxy_host is None:
+            return
+        if not self.config.database_url:
+            raise ValueError("the proxy needs the database URL")
+        self.proxy = ProxyServer(
+            self.config.database_url,
+            listen_host=self.config.proxy_host,
+            listen_port=self.config.proxy_port,
+            tls_cert=self.config.tls_cert,
+            tls_key=self.config.tls_key,
+            write_handler=self.write_handler,
+        )
+        await self.proxy.start()
+        log.info(
+            "PostgreSQL proxy on %s:%d", self.config.proxy_host, self.proxy.port
+        )
+
+    async def _stop_proxy(self) -> None:
+        if self.proxy is not None:
+            await self.proxy.stop()
+            self.proxy = None
 
     async def _stop_http(self) -> None:
         if self.http is not None:

@@ -139,7 +139,8 @@ def test_kill_9_at_random_moments_converges(emulator, database_url) -> None:
     rng = random.Random(2026)
     activity = Activity(emulator.stripe(), seed=7)
     args = ("--api-key", KEY, "--api-base", emulator.url, "--database-url", database_url,
-            "--http-listen", "off", "--max-rps", "200", "--collections", ",".join(COLLECTIONS))
+            "--http-listen", "off", "--proxy-listen", "off", "--max-rps", "200",
+            "--collections", ",".join(COLLECTIONS))
     kills = 0
     proc = Proc(*args)
     try:

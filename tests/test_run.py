@@ -73,7 +73,8 @@ def run_proc(emulator, database_url) -> Iterator[Any]:
     def start(*extra: str) -> Proc:
         proc = Proc(
             "--api-key", KEY, "--api-base", emulator.url, "--database-url", database_url,
-            "--http-listen", "127.0.0.1:0", "--max-rps", "200", *extra,
+            "--http-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0",
+            "--max-rps", "200", *extra,
         )
         procs.append(proc)
         return proc
@@ -120,6 +121,12 @@ def test_run_backfills_follows_serves_and_stops(emulator, database_url, run_proc
     tombstone = "SELECT count(*) FROM stripe._deletions WHERE id = %s"
     assert _until(lambda: _count(database_url, tombstone, c.id)), proc.text()
     assert _count(database_url, "SELECT count(*) FROM stripe.customer WHERE id = %s", c.id) == 0
+    # the proxy relays to the same database: a client logs in with its own credentials
+    proxied = proc.wait_for("proxy: ").split(": ", 1)[1]
+    password = psycopg.conninfo.conninfo_to_dict(database_url)["password"]
+    with psycopg.connect(proxied, password=password) as conn:
+        row = conn.execute("SELECT count(*) FROM stripe.customer").fetchone()
+    assert row == (40,)
     health = httpx.get(f"{url}/health", timeout=5)
     assert health.status_code == 200, health.text
     assert health.json()["database"] == "ok" and health.json()["events_lag_seconds"] < 5
