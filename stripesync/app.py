@@ -435,7 +435,7 @@ DEMO_KEY = "sk_test_stripesync_demo"
 def register_demo(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "demo",
-        help="offline demo: emulator + embedded PostgreSQL + backfill + live sync",
+        help="offline demo: emulator + embedded PostgreSQL + sync + proxy + status page",
     )
     p.add_argument("--customers", type=int, default=500, help="size of the seeded account")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -443,6 +443,7 @@ def register_demo(subparsers: argparse._SubParsersAction) -> None:  # type: igno
         "--data-dir", default=None, help="embedded PostgreSQL directory (default: user data dir)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    settings.add(p, "http_listen", "proxy_listen")
     p.set_defaults(run=cmd_demo)
 
 
@@ -451,9 +452,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    import signal
+
     from stripesync.emulator.generator import generate
     from stripesync.emulator.server import EmulatorServer
-    from stripesync.sync.live import LiveSync
+    from stripesync.http.server import parse_listen
+    from stripesync.runner import RunConfig, Runner
 
     console = Console(stderr=True)
     pg = EmbeddedPostgres(args.data_dir or default_data_dir(), port=0)
@@ -467,10 +471,20 @@ async def _demo(args: argparse.Namespace) -> int:
         if await cur.fetchone() is None:
             await admin.execute(f"CREATE DATABASE {DEMO_DATABASE}")
     url = pg.url_for(DEMO_DATABASE, tcp=True)
+    http_host, http_port = (None, 0) if args.http_listen == "off" else parse_listen(
+        args.http_listen
+    )
+    proxy_host, proxy_port = (None, 0) if args.proxy_listen == "off" else parse_listen(
+        args.proxy_listen
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     with EmulatorServer() as emu:
         counts = generate(emu.emulator, customers=args.customers, seed=42)
         added = counts["added"]
-        console.print(
+        print_line(
             f"emulator: {emu.url} seeded with "
             + ", ".join(f"{n} {t}" for t, n in sorted(added.items()))
         )
@@ -478,48 +492,78 @@ async def _demo(args: argparse.Namespace) -> int:
             async with pool.connection() as conn:
                 # the emulator starts empty every time: so does the demo's schema
                 await conn.execute("DROP SCHEMA IF EXISTS stripe CASCADE")
-                await migrate(conn, "stripe")
             async with StripeApi(DEMO_KEY, api_base=emu.url, max_rps=200) as api:
-                result = await run_backfill(
-                    api, pool, "stripe", None, progress=not args.no_progress
+                config = RunConfig(
+                    http_host=http_host,
+                    http_port=http_port,
+                    proxy_host=proxy_host,
+                    proxy_port=proxy_port,
+                    # the proxy reaches the database over its socket (trust): demo clients
+                    # connect without a password
+                    database_url=pg.url_for(DEMO_DATABASE, tcp=False),
+                    on_backfill=print_result,
                 )
-                print_result(result)
-                live = LiveSync(api, pool, schema="stripe")
-                print_demo_help(console, pg.url_for(DEMO_DATABASE, tcp=False))
-                stop = asyncio.Event()
-                tasks = [
-                    asyncio.create_task(live.run(stop)),
-                    asyncio.create_task(_trickle(emu.url, stop)),
-                ]
+                runner = Runner(api, pool, config)
+                bar = None
+                if not args.no_progress and console.is_terminal:
+                    from stripesync.progress import BackfillProgress
+
+                    bar = BackfillProgress(console)
+                    config.on_progress = bar.update
+                    bar.__enter__()
+                task = asyncio.create_task(runner.run(stop))
+                trickle: asyncio.Task[None] | None = None
                 try:
-                    if args.duration is not None:
-                        await asyncio.wait_for(stop.wait(), args.duration)
-                    else:
-                        await stop.wait()
-                except TimeoutError:
-                    pass
+                    while runner.state.phase != "live" and not task.done():
+                        await asyncio.wait({task}, timeout=0.1)
+                    if bar is not None:
+                        bar.__exit__(None, None, None)
+                        bar = None
+                    if not task.done():
+                        print_demo_help(pg, runner)
+                        trickle = asyncio.create_task(_trickle(emu.url, stop))
+                        with suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), args.duration)
                 finally:
+                    if bar is not None:
+                        bar.__exit__(None, None, None)
                     stop.set()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                console.print(f"live sync applied {live.events_applied} events; stopping")
+                    await asyncio.gather(task, return_exceptions=True)
+                    if trickle is not None:
+                        await asyncio.gather(trickle, return_exceptions=True)
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.remove_signal_handler(sig)
+                try:
+                    task.result()
+                except OSError as e:
+                    raise UserError(
+                        f"cannot listen ({e.strerror or e}): choose other ports with "
+                        "--http-listen and --proxy-listen"
+                    ) from None
+                print_line(f"live sync applied {runner.live.events_applied} events; stopped")
     return EXIT_OK
 
 
-def print_demo_help(console: Console, psql_url: str) -> None:
-    console.print(f"\ndatabase: psql '{psql_url}'", markup=False, highlight=False, soft_wrap=True)
-    console.print("try:", markup=False)
+def print_demo_help(pg: EmbeddedPostgres, runner: Any) -> None:
+    print_line(f"database: psql '{pg.url_for(DEMO_DATABASE, tcp=False)}'")
+    if runner.proxy is not None:
+        proxied = f"postgresql://postgres@{runner.config.proxy_host}:{runner.proxy.port}"
+        print_line(f"through the proxy: psql '{proxied}/{DEMO_DATABASE}'")
+    if runner.http is not None:
+        print_line(f"status page: {runner.http.url}/")
+    print_line("try:")
     for q in (
         "SELECT id, email, created FROM stripe.customer ORDER BY created DESC LIMIT 5;",
         "SELECT c.email, sum(ch.amount) / 100.0 AS paid FROM stripe.charge ch "
         "JOIN stripe.customer c ON c.id = ch.customer_id GROUP BY 1 ORDER BY 2 DESC LIMIT 5;",
-        "SELECT collection, state, objects FROM stripe._collection_state "
-        "WHERE objects > 0 ORDER BY objects DESC;",
+        "-- through the proxy: the customer is created in Stripe first, then stored\n"
+        "  INSERT INTO stripe.customer (email, name) VALUES ('you@example.com', 'You') "
+        "RETURNING id;",
     ):
-        console.print(f"  {q}", markup=False, highlight=False, soft_wrap=True)
-    console.print(
+        print_line(f"  {q}")
+    print_line(
         "new customers and updates arrive through the live sync every second; "
-        "Ctrl-C stops the demo\n",
-        markup=False,
+        "Ctrl-C stops the demo"
     )
 
 

@@ -20,6 +20,10 @@ def test_demo_backfills_and_follows_live_activity(tmp_path, pg_data_dir):
             "--data-dir",
             str(pg_data_dir),
             "--no-progress",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
         ],
         capture_output=True,
         text=True,
@@ -28,7 +32,11 @@ def test_demo_backfills_and_follows_live_activity(tmp_path, pg_data_dir):
     assert out.returncode == 0, out.stderr
     err = out.stderr
     assert "emulator: http://127.0.0.1:" in err
-    assert "backfilled" in err and "skipped" not in err
+    assert "backfilled" in err
+    assert not [line for line in err.splitlines() if line.startswith("  skipped ")]
+    assert "status page: http://127.0.0.1:" in err
+    assert "through the proxy: psql 'postgresql://postgres@127.0.0.1:" in err
+    assert "INSERT INTO stripe.customer" in err  # the example write through the proxy
     url_line = next(line for line in err.splitlines() if line.startswith("database: psql"))
     url = url_line.split("'")[1]
     with psycopg.connect(url) as conn:
