@@ -133,6 +133,9 @@ def test_run_backfills_follows_serves_and_stops(emulator, database_url, run_proc
     metrics = httpx.get(f"{url}/metrics", timeout=5).text
     assert 'stripesync_events_applied_total{type="customer.created"}' in metrics
     assert 'stripesync_backfill_done{collection="customer"} 1.0' in metrics
+    assert 'stripesync_backfill_objects_total{collection="customer"} 40.0' in metrics
+    assert "stripesync_stripe_requests_total{" in metrics
+    assert "stripesync_store_batch_rows_count" in metrics
     assert KEY not in metrics and KEY not in health.text
     assert proc.stop() == 0
     assert "stopped: " in proc.text() and "Traceback" not in proc.text()

@@ -32,6 +32,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog, load_spec
+from stripesync.obs.metrics import BACKFILL_OBJECTS
 from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
 from stripesync.store.store import fetch_time
@@ -612,6 +613,7 @@ class Backfill:
             )
 
     def _count(self, c: Collection, n: int) -> None:
+        BACKFILL_OBJECTS.labels(c.name).inc(n)
         p = self.progress[c.name]
         p.objects += n
         p.pages += 1
