@@ -30,11 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Each layer that has a command adds its own sub-parser; `set_defaults(run=...)`
     names the function that runs it (it returns the exit code)."""
-    from stripesync import app
+    from stripesync import app, doctor
     from stripesync.emulator import cli as emulator_cli
     from stripesync.proxy import cli as proxy_cli
 
-    return [app.register, app.register_demo, emulator_cli.register, proxy_cli.register]
+    return [
+        app.register,
+        app.register_demo,
+        doctor.register,
+        emulator_cli.register,
+        proxy_cli.register,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import Catalog, ReadKind, build_catalog
 from stripesync.http.server import HttpServer, create_app
+from stripesync.http.status import FreshnessHistory, RecentErrors, status_routes
 from stripesync.obs.metrics import BACKFILL_DONE, EVENTS_LAG
 from stripesync.proxy.hooks import WriteHandler
 from stripesync.proxy.server import ProxyServer
@@ -109,6 +110,10 @@ class Runner:
             after_batch=self._after_batch,
         )
         self.http: HttpServer | None = None
+        self.history = FreshnessHistory()
+        self.errors: RecentErrors | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self._sampler_stop = asyncio.Event()
         self.proxy: ProxyServer | None = None
         self.write_handler: WriteHandler | None = None  # writes go to Stripe when set
         self._after_batch_hooks: list[Callable[[Plan], Awaitable[None]]] = []
@@ -329,14 +334,34 @@ class Runner:
         EVENTS_LAG.set_function(
             lambda: float("nan") if (lag := self.live.lag_seconds()) is None else lag
         )
+        self.errors = RecentErrors().install()
+        routes = status_routes(
+            self.pool,
+            self.config.schema,
+            lag=self.live.lag_seconds,
+            history=self.history,
+            errors=self.errors,
+            catalog=self.catalog,
+            collections=self.config.collections,
+            lag_budget=self.config.lag_budget,
+            phase=lambda: self.state.phase,
+        )
         app = create_app(
             health=self.health,
             webhook_secrets=await self.webhook_secrets(),
             on_webhook=self._on_webhook,
+            routes=routes,
+        )
+        self._sampler_stop.clear()
+        self._sampler = asyncio.create_task(
+            self.history.sample(self.live.lag_seconds, self._sampler_stop)
         )
         self.http = HttpServer(app, self.config.http_host, self.config.http_port)
         await self.http.start()
-        log.info("HTTP endpoints on %s (/health, /metrics, /webhooks/stripe)", self.http.url)
+        log.info(
+            "HTTP endpoints on %s (status page, /health, /metrics, /webhooks/stripe)",
+            self.http.url,
+        )
 
     async def _start_proxy(self) -> None:
         if self.config.proxy_host is None:
@@ -362,6 +387,13 @@ class Runner:
             self.proxy = None
 
     async def _stop_http(self) -> None:
+        if self._sampler is not None:
+            self._sampler_stop.set()
+            await asyncio.gather(self._sampler, return_exceptions=True)
+            self._sampler = None
+        if self.errors is not None:
+            self.errors.uninstall()
+            self.errors = None
         if self.http is not None:
             await self.http.stop()
             self.http = None

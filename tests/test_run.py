@@ -136,6 +136,10 @@ def test_run_backfills_follows_serves_and_stops(emulator, database_url, run_proc
     assert 'stripesync_backfill_objects_total{collection="customer"} 40.0' in metrics
     assert "stripesync_stripe_requests_total{" in metrics
     assert "stripesync_store_batch_rows_count" in metrics
+    page = httpx.get(f"{url}/", timeout=5)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    status = httpx.get(f"{url}/status.json", timeout=5).json()
+    assert "customer" in json.dumps(status) and KEY not in page.text
     assert KEY not in metrics and KEY not in health.text
     assert proc.stop() == 0
     assert "stopped: " in proc.text() and "Traceback" not in proc.text()
