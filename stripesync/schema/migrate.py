@@ -29,7 +29,11 @@ async def migrate(
     ran: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        # is there: a role given only the schema may still migrate
+        cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if await cur.fetchone() is None:
+            await conn.execute(f"CREATE SCHEMA {quote(schema)}")
         for t in SYSTEM_TABLES:
             await conn.execute(t.format(s=quote(schema)))
         cur = await conn.execute(

@@ -84,3 +84,22 @@ async def test_bookkeeping_tables_added_later_appear_on_existing_schemas(databas
         await conn.commit()
         await migrate(conn, "stripe", [])
         assert await _columns(conn, "stripe", "_relist_state")
+
+
+async def test_a_role_owning_only_the_schema_can_migrate(pg_server, database_url):
+    """No CREATE on the database is needed once the schema exists."""
+    import psycopg
+
+    from stripesync.catalog import build_catalog
+    from stripesync.schema.migrate import migrate
+
+    dbname = database_url.rsplit("/", 1)[1]
+    role = pg_server.create_role()
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:
+        await admin.execute(f'CREATE SCHEMA stripe AUTHORIZATION "{role.name}"')
+        await admin.execute(f"REVOKE CREATE ON DATABASE {dbname} FROM PUBLIC")
+    url = role.url(dbname)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await migrate(conn, "stripe", build_catalog().select(["customer"]))
+        cur = await conn.execute("SELECT count(*) FROM stripe.customer")
+        assert await cur.fetchone() == (0,)
