@@ -353,59 +353,46 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
+    from stripesync.http.status import StatusCollector
+
     db = open_database(args.database_url, announce=False)
     async with connect_pool(db.url, max_size=2) as pool:
-        rows = await collection_status(pool, args.schema)
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = "
+                "'_collection_state'",
+                (args.schema,),
+            )
+            if await cur.fetchone() is None:
+                raise UserError(f"schema {args.schema!r} has no stripesync tables yet")
+            cur = await conn.execute(
+                f"SELECT collection FROM {quote(args.schema)}._collection_state"
+            )
+            known = [r[0] for r in await cur.fetchall()]
+        data = await StatusCollector(pool, args.schema, collections=known).collect()
+    rows = [r for r in data["collections"] if r["collection"] in known]
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps({**data, "collections": rows}, indent=2, default=str))
         return EXIT_OK
-    table = Table(title=f"stripesync: schema {args.schema}")
-    for col in ("collection", "rows", "backfill", "last synced", "skipped reason"):
-        table.add_column(col)
+    cursor = data.get("events_cursor") or {}
+    table = Table(
+        title=f"stripesync: schema {args.schema}",
+        caption=f"events cursor: {cursor.get('event_id') or 'none'} "
+        f"({cursor.get('event_created') or 'no event yet'})",
+    )
+    for col in ("collection", "rows", "backfill", "last change", "last re-list", "skipped"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
             r["collection"],
-            str(r["rows"]),
+            ("≈" if r.get("rows_estimated") else "") + str(r["rows"]),
             r["state"],
-            str(r["last_synced"] or ""),
+            r["last_change_at"] or "",
+            r["relisted_at"] or "",
             r["skipped_reason"] or "",
         )
     Console().print(table)
     return EXIT_OK
-
-
-async def collection_status(
-    pool: AsyncConnectionPool,  # type: ignore[type-arg]
-    schema: str,
-) -> list[dict[str, Any]]:
-    s = quote(schema)
-    out: list[dict[str, Any]] = []
-    async with pool.connection() as conn:
-        try:
-            cur = await conn.execute(
-                f"SELECT collection, state, skipped_reason, objects FROM {s}._collection_state "
-                "ORDER BY collection"
-            )
-        except psycopg.errors.UndefinedTable:
-            raise UserError(f"schema {schema!r} has no stripesync tables yet") from None
-        states = await cur.fetchall()
-        catalog = build_catalog()
-        for name, state, reason, _objects in states:
-            if name not in catalog:
-                continue
-            t = f"{s}.{quote(catalog[name].table)}"
-            cur = await conn.execute(f"SELECT count(*), max(_synced_at) FROM {t}")  # type: ignore[arg-type]
-            count, last = await cur.fetchone()  # type: ignore[misc]
-            out.append(
-                {
-                    "collection": name,
-                    "rows": count,
-                    "state": state,
-                    "last_synced": last.isoformat() if last else None,
-                    "skipped_reason": reason,
-                }
-            )
-    return out
 
 
 # ---- running a command ------------------------------------------------------------------

@@ -31,11 +31,15 @@ def test_backfill_then_status(emulator, database_url, capsys) -> None:
     assert "backfilled" in err and KEY not in err
     code, out, _ = _run(capsys, "status", "--database-url", database_url, "--json")
     assert code == 0
-    rows = {r["collection"]: r for r in json.loads(out)}
+    status = json.loads(out)
+    rows = {r["collection"]: r for r in status["collections"]}
     assert rows["customer"]["rows"] == 30 and rows["customer"]["state"] == "done"
+    assert rows["customer"]["last_change_at"]
     assert set(rows) == {"customer", "product"}
+    assert status["events_cursor"] is not None
     code, out, _ = _run(capsys, "status", "--database-url", database_url)
     assert code == 0 and "customer" in out and "30" in out and "done" in out
+    assert "events cursor:" in out
 
 
 def test_skipped_collections_give_exit_code_3(emulator, database_url, capsys) -> None:
