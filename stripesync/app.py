@@ -69,6 +69,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_status)
 
+    p = subparsers.add_parser(
+        "roles",
+        help="print (or apply) the SQL that lets an application role read the synced tables "
+        "and change them only through the proxy",
+    )
+    add_database_options(p)
+    p.add_argument("--app-role", required=True, help="the applications' role (must exist)")
+    p.add_argument(
+        "--owner-role",
+        default=None,
+        help="the role stripesync and the proxy's store connect as (default: the database "
+        "URL's user)",
+    )
+    p.add_argument("--apply", action="store_true", help="run the statements on the database")
+    p.set_defaults(run=cmd_roles)
+
     p = subparsers.add_parser("config", help="configuration: show the effective settings")
     p.add_argument("action", choices=["show"], help="show: every setting, secrets masked")
     settings.add(p, *settings.SETTINGS)
@@ -335,6 +351,39 @@ def proxy_url(database_url: str, host: str | None, port: int) -> str:
     netloc = f"{user}@" if user else ""
     netloc += f"{host}:{port}"
     return urlunsplit((parts.scheme or "postgresql", netloc, parts.path, parts.query, ""))
+
+
+# ---- roles ----------------------------------------------------------------------------
+
+
+def cmd_roles(args: argparse.Namespace) -> int:
+    return run_command(_roles(args))
+
+
+async def _roles(args: argparse.Namespace) -> int:
+    from stripesync.proxy.roles import role_setup_sql
+
+    db = open_database(args.database_url, announce=False)
+    owner = args.owner_role or psycopg.conninfo.conninfo_to_dict(db.url).get("user")
+    if not owner:
+        raise UserError("--owner-role is needed: the database URL names no user")
+    try:
+        statements = role_setup_sql(args.schema, str(owner), args.app_role)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not args.apply:
+        print("\n".join(f"{st};" for st in statements))
+        return EXIT_OK
+    async with connect_pool(db.url, max_size=1) as pool, pool.connection() as conn:
+        try:
+            async with conn.transaction():
+                for st in statements:
+                    await conn.execute(st)  # type: ignore[arg-type]
+        except psycopg.Error as e:
+            raise UserError(f"role setup: {_db_reason(e)}") from None
+    print_line(f"role setup applied: {args.app_role} reads schema {args.schema}; writes go "
+               "through the proxy")
+    return EXIT_OK
 
 
 # ---- config ---------------------------------------------------------------------------

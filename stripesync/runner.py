@@ -32,6 +32,7 @@ from stripesync.http.status import FreshnessHistory, RecentErrors, status_routes
 from stripesync.obs.metrics import BACKFILL_DONE, EVENTS_LAG
 from stripesync.proxy.hooks import WriteHandler
 from stripesync.proxy.server import ProxyServer
+from stripesync.proxy.writes import StripeWriteHandler
 from stripesync.schema.columns import quote
 from stripesync.schema.migrate import migrate
 from stripesync.store.store import fetch_time
@@ -368,6 +369,11 @@ class Runner:
             return
         if not self.config.database_url:
             raise ValueError("the proxy needs the database URL")
+        if self.write_handler is None:
+            # writes to synced tables go to Stripe first, then through the store
+            self.write_handler = StripeWriteHandler(
+                self.api, self.pool, schema=self.config.schema, catalog=self.catalog
+            )
         self.proxy = ProxyServer(
             self.config.database_url,
             listen_host=self.config.proxy_host,

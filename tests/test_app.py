@@ -91,3 +91,31 @@ def test_bad_setup_is_one_line_without_secrets(
     assert err.strip().splitlines()[-1] == lines[0]
     assert expected in lines[0].lower() or expected in lines[0]
     assert "Traceback" not in err and KEY not in err and "secret-db-password" not in err
+
+
+def test_roles_apply_lets_the_app_read_but_not_write(pg_server, database_url, capsys) -> None:
+    import psycopg
+
+    from stripesync.catalog import build_catalog
+    from stripesync.schema.migrate import migrate
+
+    dbname = database_url.rsplit("/", 1)[1]
+    app_role = pg_server.create_role()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        import asyncio
+
+        async def _migrate() -> None:
+            async with await psycopg.AsyncConnection.connect(database_url,
+                                                             autocommit=True) as a:
+                await migrate(a, "stripe", build_catalog().select(["customer"]))
+
+        asyncio.run(_migrate())
+        conn.execute("INSERT INTO stripe.customer (id, _raw, _stripe_time) "
+                     "VALUES ('cus_r', '{\"id\": \"cus_r\"}', now())")
+    code, _, err = _run(capsys, "roles", "--database-url", database_url, "--app-role",
+                        app_role.name, "--apply")
+    assert code == 0, err
+    with psycopg.connect(app_role.url(dbname), autocommit=True) as app:
+        assert app.execute("SELECT id FROM stripe.customer").fetchall() == [("cus_r",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("DELETE FROM stripe.customer")

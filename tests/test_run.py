@@ -124,9 +124,17 @@ def test_run_backfills_follows_serves_and_stops(emulator, database_url, run_proc
     # the proxy relays to the same database: a client logs in with its own credentials
     proxied = proc.wait_for("proxy: ").split(": ", 1)[1]
     password = psycopg.conninfo.conninfo_to_dict(database_url)["password"]
-    with psycopg.connect(proxied, password=password) as conn:
+    with psycopg.connect(proxied, password=password, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM stripe.customer").fetchone()
-    assert row == (40,)
+        assert row == (40,)
+        # a write through the proxy goes to Stripe first, then lands in the table
+        (new_id,) = conn.execute(
+            "INSERT INTO stripe.customer (email, metadata) VALUES (%s, %s) RETURNING id",
+            ("proxied@example.com", '{"via": "proxy"}'),
+        ).fetchone()
+    assert emulator.stripe().v1.customers.retrieve(new_id).email == "proxied@example.com"
+    assert _count(database_url, "SELECT metadata ->> 'via' FROM stripe.customer WHERE id = %s",
+                  new_id) == "proxy"
     health = httpx.get(f"{url}/health", timeout=5)
     assert health.status_code == 200, health.text
     assert health.json()["database"] == "ok" and health.json()["events_lag_seconds"] < 5

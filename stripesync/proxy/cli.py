@@ -47,6 +47,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the upstream PostgreSQL (env DATABASE_URL): its address and sslmode; each "
         "client logs in with its own credentials",
     )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("STRIPE_API_KEY"),
+        help="Stripe key (env STRIPE_API_KEY): with it, writes to synced tables go to Stripe "
+        "first; without it they are refused",
+    )
+    p.add_argument(
+        "--api-base",
+        default=os.environ.get("STRIPE_API_BASE"),
+        help="Stripe API address (env STRIPE_API_BASE)",
+    )
+    p.add_argument("--max-rps", type=float, default=None, help="requests per second to Stripe")
+    p.add_argument("--schema", default="stripe", help="schema of the synced tables")
     p.add_argument("--tls-cert", default=None, help="certificate (PEM) offered to clients")
     p.add_argument("--tls-key", default=None, help="its private key (PEM)")
     p.add_argument("--log-level", default="warning")
@@ -90,26 +103,55 @@ def run(args: argparse.Namespace) -> int:
         print(f"stripesync proxy: cannot load the TLS certificate: {exc}", file=sys.stderr)
         return 1
     try:
-        asyncio.run(_serve(proxy))
+        asyncio.run(_serve(proxy, args))
     except OSError as exc:
         print(f"stripesync proxy: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(proxy: ProxyServer) -> None:
+async def _serve(proxy: ProxyServer, args: argparse.Namespace | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await proxy.start()
-    host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
-    print(f"proxy listening on {host}:{proxy.port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await proxy.stop()
+    async with contextlib.AsyncExitStack() as stack:
+        if args is not None and args.api_key:
+            # writes to synced tables: Stripe first, then the store on a pooled connection
+            from psycopg_pool import AsyncConnectionPool
+
+            from stripesync.proxy.writes import StripeWriteHandler
+            from stripesync.stripe_api.client import StripeApi
+
+            api = await stack.enter_async_context(
+                StripeApi(args.api_key, api_base=args.api_base, max_rps=args.max_rps)
+            )
+            pool: AsyncConnectionPool = AsyncConnectionPool(  # type: ignore[type-arg]
+                args.database_url, min_size=1, max_size=8, open=False,
+                kwargs={"autocommit": True},
+            )
+            await pool.open()
+            stack.push_async_callback(pool.close)
+            proxy.write_handler = StripeWriteHandler(api, pool, schema=args.schema)
+        elif args is not None:
+            from stripesync.proxy.writes import StripeWriteHandler
+
+            # without a key, writes to synced tables are refused, never passed through
+            proxy.write_handler = StripeWriteHandler(
+                None,
+                None,
+                schema=args.schema,
+                refuse="writes to synced tables need a Stripe key (--api-key or "
+                "STRIPE_API_KEY): they go to Stripe first",
+            )
+        await proxy.start()
+        host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+        print(f"proxy listening on {host}:{proxy.port}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await proxy.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,3 +103,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+# the write path's fixtures (a migrated database, a proxy with the StripeWriteHandler)
+from tests.proxy.writes_fixtures import stripe_database, writes  # noqa: E402, F401

@@ -1,0 +1,52 @@
+"""The role setup: applications read the synced tables directly, change them only through
+the proxy.
+
+Two roles:
+
+- the **owner** role: the sync (backfill, live sync) and the proxy's store connections
+  log in with it. It owns nothing new here but gets every right on the schema's tables
+  (and may create temporary tables, which the store stages batches in);
+- the **application** role: clients log in with it, directly or through the proxy. It may
+  read every table of the schema and nothing else: an INSERT, UPDATE, DELETE or TRUNCATE
+  sent straight to PostgreSQL is refused with ``permission denied``. Through the proxy
+  the same write goes to Stripe and the copy is stored by the owner role.
+
+The application role must not own the tables, be a superuser or inherit from the owner
+(each of those bypasses the grants).
+"""
+
+from __future__ import annotations
+
+__all__ = ["role_setup_sql"]
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def role_setup_sql(schema: str, owner_role: str, app_role: str) -> list[str]:
+    """The statements that apply the setup (idempotent; run them as the schema's owner or
+    a superuser, after the migrations). Roles must exist already."""
+    if owner_role == app_role:
+        raise ValueError("the application role must differ from the owner role")
+    s, owner, app = _ident(schema), _ident(owner_role), _ident(app_role)
+    return [
+        # the owner: everything on the schema's tables, and temporary tables for staging
+        f"GRANT USAGE, CREATE ON SCHEMA {s} TO {owner}",
+        f"GRANT ALL ON ALL TABLES IN SCHEMA {s} TO {owner}",
+        f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {s} TO {owner}",
+        "DO $stripesync$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO "
+        + owner.replace("'", "''")
+        + "', current_database()); END $stripesync$",
+        # nobody else writes; the application reads
+        f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC",
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM PUBLIC",
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {app}",
+        f"REVOKE CREATE ON SCHEMA {s} FROM {app}",
+        f"GRANT USAGE ON SCHEMA {s} TO {app}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {app}",
+        # tables the owner role adds later (new collections) get the same grants
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {s} GRANT SELECT ON TABLES TO {app}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {s} "
+        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON TABLES FROM {app}",
+    ]
