@@ -276,6 +276,12 @@ class StripeWriteHandler:
             reply = await self._write(s, analysis, collection)
         except Refusal as refusal:
             self._record(collection, "refused", started)  # before the client hears of it
+            log.warning(
+                "refused write to %s (%s): %s",
+                collection.name if collection is not None else "a synced table",
+                refusal.sqlstate,
+                " ".join(str(refusal.message).split()),
+            )
             await s.session.reject(refusal.to_error())
             return True
         except _Failed as failed:  # PostgreSQL refused: the server failed along
@@ -285,6 +291,7 @@ class StripeWriteHandler:
                 s.session.send(ReadyForQuery(s.session.transaction_status))
             return True
         self._record(collection, "accepted", started)
+        log.info("write to %s accepted by Stripe", collection.name)
         s.session.send(*reply)
         return True
 
