@@ -177,3 +177,24 @@ async def test_what_events_miss_is_relisted_while_live(emulator, database_url) -
         stop.set()
         await task
     assert row == ("zzz",)
+
+
+async def test_health_says_why_not(emulator, database_url) -> None:
+    async with (
+        AsyncConnectionPool(database_url, open=False, kwargs={"autocommit": True}) as pool,
+        StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=500) as api,
+    ):
+        runner = Runner(api, pool, RunConfig(collections=["customer"], http_host=None,
+                                             lag_budget=5))
+        ok, details = await runner.health()
+        assert not ok and details["reason"] == "the live sync has not caught up yet"
+        assert details["database"] == "ok"
+        runner.live.caught_up_at = time.time() - 60  # a minute behind
+        ok, details = await runner.health()
+        assert not ok and details["reason"] == "the live sync is behind its lag budget"
+        runner.live.caught_up_at = time.time()
+        ok, details = await runner.health()
+        assert ok and details["events_lag_seconds"] < 5
+    # the pool is closed: the database is unreachable
+    ok, details = await runner.health()
+    assert not ok and details["database"].startswith("unreachable")
