@@ -35,24 +35,11 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from emulator_list import start_emulator  # the same emulator process as the list bench
+
 KEY = "sk_test_bench"
 PAGE = 100
-
-
-def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stripesync", "emulator", "--host", "127.0.0.1", "--port", "0",
-         *flags],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, line.removeprefix("listening on ")
 
 
 def control(url: str, method: str, name: str, body: Any = None) -> Any:

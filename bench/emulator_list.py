@@ -23,9 +23,11 @@ TARGET = 1000.0
 AUTH = {"Authorization": "Bearer sk_test_bench"}
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
+def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    """`stripesync emulator` in its own process on a free port: (process, its URL)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stripesync", "emulator", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "stripesync", "emulator", "--host", "127.0.0.1", "--port", "0",
+         *flags],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

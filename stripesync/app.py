@@ -178,16 +178,29 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return run_command(_backfill(args))
 
 
-async def _backfill(args: argparse.Namespace) -> int:
-    if not args.api_key:
-        raise UserError("no Stripe API key: pass --api-key or set STRIPE_API_KEY")
-    names = collections_option(args.collections)
-    db = open_database(args.database_url)
+@asynccontextmanager
+async def stripe_and_database(
+    args: argparse.Namespace, db: Database
+) -> AsyncIterator[tuple[AsyncConnectionPool, StripeApi]]:  # type: ignore[type-arg]
+    """The database pool and the Stripe client of a command, the key checked."""
     async with (
         connect_pool(db.url, max_size=20) as pool,
         StripeApi(args.api_key, api_base=args.api_base, max_rps=args.max_rps) as api,
     ):
         await check_key(api)
+        yield pool, api
+
+
+def require_key(args: argparse.Namespace) -> None:
+    if not args.api_key:
+        raise UserError("no Stripe API key: pass --api-key or set STRIPE_API_KEY")
+
+
+async def _backfill(args: argparse.Namespace) -> int:
+    require_key(args)
+    names = collections_option(args.collections)
+    db = open_database(args.database_url)
+    async with stripe_and_database(args, db) as (pool, api):
         async with pool.connection() as conn:
             selected = build_catalog().select(names)
             await migrate(conn, args.schema, selected if names else None)
@@ -253,8 +266,7 @@ async def _run(args: argparse.Namespace) -> int:
     from stripesync.http.server import parse_listen
     from stripesync.runner import RunConfig, Runner, register_webhook
 
-    if not args.api_key:
-        raise UserError("no Stripe API key: pass --api-key or set STRIPE_API_KEY")
+    require_key(args)
     names = collections_option(args.collections)
     host: str | None = None
     port = 0
@@ -275,11 +287,7 @@ async def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     console = Console(stderr=True)
-    async with (
-        connect_pool(db.url, max_size=20) as pool,
-        StripeApi(args.api_key, api_base=args.api_base, max_rps=args.max_rps) as api,
-    ):
-        await check_key(api)
+    async with stripe_and_database(args, db) as (pool, api):
         if args.register_webhook:
             async with pool.connection() as conn:
                 await migrate(conn, args.schema, [])

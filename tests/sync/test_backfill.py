@@ -2,27 +2,16 @@
 
 import asyncio
 
-import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import build_catalog
 from stripesync.emulator.generator import generate
-from stripesync.schema.migrate import migrate
 from stripesync.stripe_api.client import StripeApi
 from stripesync.sync.backfill import Backfill
 
 CAT = build_catalog()
 
 
-@pytest.fixture
-async def pool(database_url):
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
-        await migrate(c, "stripe")
-    async with AsyncConnectionPool(
-        database_url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
-    ) as p:
-        yield p
 
 
 async def _rows(pool, q, *args):

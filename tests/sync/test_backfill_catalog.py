@@ -11,13 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import psycopg
-import pytest
-from psycopg_pool import AsyncConnectionPool
-
 from stripesync.catalog import Collection, ReadKind, build_catalog, load_spec
 from stripesync.schema.columns import columns_for
-from stripesync.schema.migrate import migrate
 from stripesync.stripe_api.client import StripeApi
 from stripesync.sync.backfill import Backfill
 
@@ -186,14 +181,6 @@ def _sigma_type(d: Any) -> str | None:
     )
 
 
-@pytest.fixture
-async def pool(database_url: str):
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
-        await migrate(c, "stripe")
-    async with AsyncConnectionPool(
-        database_url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
-    ) as p:
-        yield p
 
 
 async def test_every_collection_lands_typed_and_exact(emulator, pool) -> None:

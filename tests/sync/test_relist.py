@@ -3,12 +3,9 @@
 import asyncio
 import time
 
-import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import build_catalog
-from stripesync.schema.migrate import migrate
 from stripesync.store import Incoming, Store
 from stripesync.stripe_api.client import StripeApi
 from stripesync.sync.events import plan_events
@@ -33,20 +30,8 @@ TABLES = [
 ]
 
 
-@pytest.fixture
-async def pool(database_url):
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
-        await migrate(c, "stripe", TABLES)
-    async with AsyncConnectionPool(
-        database_url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
-    ) as p:
-        yield p
 
 
-@pytest.fixture
-async def api(emulator):
-    async with StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=1000) as a:
-        yield a
 
 
 async def _rows(pool, q, *args):

@@ -4,13 +4,9 @@ import time
 from collections import Counter
 
 import httpx
-import psycopg
-import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import build_catalog
 from stripesync.catalog.entries import PRE_BASIL_VERSION
-from stripesync.schema.migrate import migrate
 from stripesync.store import Incoming, Store
 from stripesync.stripe_api.client import StripeApi
 from stripesync.sync.backfill import Backfill
@@ -30,20 +26,8 @@ TABLES = (
 )
 
 
-@pytest.fixture
-async def pool(database_url):
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
-        await migrate(c, "stripe", [CAT[n] for n in TABLES])
-    async with AsyncConnectionPool(
-        database_url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
-    ) as p:
-        yield p
 
 
-@pytest.fixture
-async def api(emulator):
-    async with StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=500) as a:
-        yield a
 
 
 def _price(client, amount):
