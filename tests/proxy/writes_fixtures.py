@@ -92,6 +92,7 @@ class CountingHandler(StripeWriteHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls = {"query": 0, "execute": 0, "passed": 0}
+        self.claimed: list[ExtendedCall] = []  # the extended calls it took over
 
     async def handle_query(self, session: ProxySession, query: Query) -> bool:
         self.calls["query"] += 1  # before the reply reaches the client
@@ -107,6 +108,8 @@ class CountingHandler(StripeWriteHandler):
         if not done:
             self.calls["execute"] -= 1
             self.calls["passed"] += 1
+        else:
+            self.claimed.append(call)
         return done
 
 
