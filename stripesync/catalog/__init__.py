@@ -1,6 +1,6 @@
 """The catalog: one declarative entry per Stripe collection, derived from the SDK."""
 
-from stripesync.catalog.entries import build_catalog
+from stripesync.catalog.entries import build_catalog, embedded_field
 from stripesync.catalog.model import (
     Catalog,
     Collection,
@@ -27,5 +27,6 @@ __all__ = [
     "WriteOp",
     "Writes",
     "build_catalog",
+    "embedded_field",
     "load_spec",
 ]

@@ -759,3 +759,20 @@ def build_catalog() -> Catalog:
     # A derived parent (application_fee, subscription_item, radar.value_list) must exist
     # for the seed's nested entries that hang below it.
     return Catalog([_with_delete_events(c) for c in (*seed, *derived, _balance(spec))])
+
+
+@cache
+def embedded_field(child_name: str) -> str | None:
+    """The field of a child's parent object that embeds the child's list: the parent's
+    list of the child's class (a subscription's `items`, a value list's `list_items`),
+    else the last segment of the child's list path (an invoice's `lines`)."""
+    catalog = build_catalog()
+    child = catalog[child_name]
+    if not child.read.parent or not child.read.path or child.read.parent not in catalog:
+        return None
+    parent = catalog[child.read.parent]
+    if parent.sdk_class and child.sdk_class:
+        for name, d in load_spec().fields(parent.sdk_class).items():
+            if d.get("t") == "listobject" and d.get("of", {}).get("name") == child.sdk_class:
+                return name
+    return child.read.path.rstrip("/").rsplit("/", 1)[-1]

@@ -31,7 +31,15 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog, load_spec
+from stripesync.catalog import (
+    Catalog,
+    Collection,
+    Read,
+    ReadKind,
+    build_catalog,
+    embedded_field,
+    load_spec,
+)
 from stripesync.obs.metrics import BACKFILL_OBJECTS
 from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
@@ -384,7 +392,9 @@ class Backfill:
         parent = self.catalog[read.parent]
         await self._done_events[parent.name].wait()
         done_parents = {r["parent_id"] for r in await self._cursor_rows(c, read.path) if r["done"]}
-        field_name = read.path.rstrip("/").rsplit("/", 1)[-1]
+        field_name = (
+            embedded_field(c.name) if c.name in build_catalog() and read is c.read else None
+        ) or read.path.rstrip("/").rsplit("/", 1)[-1]
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 f"SELECT {quote(parent.key)}, _raw -> %s, "

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stripesync.catalog import Catalog, Collection, build_catalog
+from stripesync.catalog import Catalog, Collection, build_catalog, embedded_field
 from stripesync.store import Incoming, Store
 from stripesync.store.store import Conn
 from stripesync.stripe_api.client import PINNED_VERSION
@@ -174,9 +174,9 @@ def _id(i: Incoming) -> str | None:
 
 
 def _embedded(obj: dict[str, Any], child: Collection) -> dict[str, Any] | None:
-    if not child.read.path:
+    name = embedded_field(child.name) if child.name in build_catalog() else None
+    if name is None:
         return None
-    name = child.read.path.rstrip("/").rsplit("/", 1)[-1]
     v = obj.get(name)
     if isinstance(v, dict) and v.get("object") == "list" and not v.get("has_more"):
         return v

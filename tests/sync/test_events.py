@@ -151,3 +151,17 @@ async def test_an_update_older_than_a_deletion_does_not_resurrect(conn):
     assert await _rows(conn, "SELECT id FROM stripe.customer WHERE id = 'cus_gone'") == []
     tomb = await _rows(conn, "SELECT event_id FROM stripe._deletions WHERE id = 'cus_gone'")
     assert tomb == [(deleted["id"],)]
+
+
+async def test_subscription_events_keep_its_items_current(conn):
+    store = Store("stripe")
+    item = {"id": "si_1", "object": "subscription_item", "created": 1, "quantity": 3,
+            "subscription": "sub_1", "metadata": {}}
+    sub = {"id": "sub_1", "object": "subscription", "created": 1, "status": "active",
+           "customer": "cus_1",
+           "items": {"object": "list", "data": [item], "has_more": False, "url": "/x"}}
+    ev = event("customer.subscription.updated", sub, 100)
+    await apply_plan(conn, store, plan_events([ev], catalog=CAT), catalog=CAT)
+    await conn.commit()
+    rows = await _rows(conn, "SELECT id, quantity, _parent_id FROM stripe.subscription_item")
+    assert rows == [("si_1", 3, "sub_1")]
