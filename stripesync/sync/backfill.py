@@ -25,7 +25,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import psycopg
@@ -38,17 +37,16 @@ from stripesync.catalog import (
     ReadKind,
     build_catalog,
     embedded_field,
-    load_spec,
 )
 from stripesync.obs.metrics import BACKFILL_OBJECTS
 from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
 from stripesync.store.store import fetch_time
 from stripesync.stripe_api.client import StripeApi, StripeApiError
+from stripesync.sync.paging import PAGE, ParentGone, Skip, accepts, get_page
 
 log = logging.getLogger("stripesync.backfill")
 
-PAGE = 100
 SLICES = 16  # time slices of a large collection, paged at once
 PROBES = 8  # requests per round of the search for the oldest object
 MIN_SPLIT_OBJECTS = 2 * 100  # a slice is split only when this much seems left
@@ -82,27 +80,6 @@ class BackfillResult:
     @property
     def ok(self) -> bool:
         return not self.skipped
-
-
-class Skip(Exception):
-    """A collection Stripe will not serve us: recorded and skipped."""
-
-
-class _ParentGone(Exception):
-    pass
-
-
-def _refusal(e: StripeApiError) -> str | None:
-    """The reason to skip a collection, or None when the error is not a refusal."""
-    if e.status in (401,):
-        return None  # a bad key: fatal for the whole run
-    if e.status == 403:
-        return f"permission denied: {e.message}"
-    if e.status == 404:
-        return f"endpoint not available: {e.message}"
-    if e.status == 400:
-        return f"refused by Stripe: {e.message}"
-    return None
 
 
 class Backfill:
@@ -431,7 +408,7 @@ class Backfill:
             and embedded.get("object") == "list"
             and not embedded.get("has_more")
         ):
-            items = [o for o in embedded.get("data", []) if _accepts(c, o)]
+            items = [o for o in embedded.get("data", []) if accepts(c, o)]
             await self._commit_page(c, items, parent_time, key, parent_id, None, True)
             self.progress[c.name].parents_done += 1
             return
@@ -448,12 +425,12 @@ class Backfill:
             fetched = fetch_time()
             try:
                 page = await self._get(c, read, path, params, child=True)
-            except _ParentGone:
+            except ParentGone:
                 page = {"data": [], "has_more": False}
             data = page.get("data", [])
             more = bool(page.get("has_more")) and bool(data)
             after = data[-1]["id"] if data else after
-            items = [o for o in data if _accepts(c, o)]
+            items = [o for o in data if accepts(c, o)]
             await self._commit_page(c, items, fetched, key, parent_id, after, not more)
             if not more:
                 break
@@ -496,7 +473,7 @@ class Backfill:
             async def one(i: str) -> dict[str, Any] | None:
                 try:
                     return await self._get(c, read, retrieve.replace("{id}", i), {}, child=True)
-                except _ParentGone:
+                except ParentGone:
                     return None  # a dangling reference: the object is gone
 
             got = await asyncio.gather(*(one(i) for i in sorted(ids)))
@@ -518,17 +495,7 @@ class Backfill:
         list or a referenced object (`child`), a 404 `resource_missing` means the parent
         or the object is gone, not that the collection is unavailable."""
         async with self._sem:
-            try:
-                return await self.api.get(
-                    path, _supported(read, params), stripe_version=read.api_version
-                )
-            except StripeApiError as e:
-                if child and e.not_found and e.code == "resource_missing":
-                    raise _ParentGone from None
-                reason = _refusal(e)
-                if reason is None:
-                    raise
-                raise Skip(reason) from None
+            return await get_page(self.api, read, path, params, child=child)
 
     async def _commit_page(
         self,
@@ -634,24 +601,6 @@ class Backfill:
             self.on_progress(p)
 
 
-def _supported(read: Read, params: dict[str, Any]) -> dict[str, Any]:
-    """Leave out paging parameters a list does not take (report types, capabilities)."""
-    if read.path is None or read.api_version:
-        return params
-    accepted = _list_params(read.path)
-    if accepted is None:
-        return params
-    return {k: v for k, v in params.items() if k.split("[")[0] in accepted or k in read.params}
-
-
-@cache
-def _list_params(path: str) -> frozenset[str] | None:
-    op = load_spec().operation("GET", path)
-    if op is None or op.params is None:
-        return None
-    return frozenset(load_spec().param_fields(op.params))
-
-
 @dataclass(eq=False)
 class _Slice:
     """A part of a list being paged: [lo, hi) of `created` (None: unbounded)."""
@@ -697,7 +646,3 @@ def _cut(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
         out.append((start, min(hi, start + width)))
         start += width
     return list(reversed(out))
-
-
-def _accepts(c: Collection, obj: dict[str, Any]) -> bool:
-    return obj.get("object") in c.objects

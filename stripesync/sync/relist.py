@@ -48,8 +48,8 @@ from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
 from stripesync.store.store import Conn, fetch_time
 from stripesync.stripe_api.client import StripeApi, StripeApiError
-from stripesync.sync.backfill import PAGE, Skip, _accepts, _ParentGone, _refusal, _supported
 from stripesync.sync.events import Plan
+from stripesync.sync.paging import PAGE, ParentGone, Skip, accepts, get_page
 
 log = logging.getLogger("stripesync.relist")
 
@@ -234,7 +234,7 @@ class Relister:
         if read.kind is ReadKind.SINGLETON:
             fetched = fetch_time()
             obj = await self._get(r, read, read.path, {})
-            await self._write(r, [obj] if _accepts(r.c, obj) else [], fetched, None)
+            await self._write(r, [obj] if accepts(r.c, obj) else [], fetched, None)
         elif read.parent:
             await self._nested(r, read)
         else:
@@ -266,7 +266,7 @@ class Relister:
                     path = path_template
                     params = {**read.params, "limit": PAGE, param: pid}
                 # a parent gone at Stripe: its children are gone too
-                with contextlib.suppress(_ParentGone):
+                with contextlib.suppress(ParentGone):
                     await self._page(r, read, path, params, pid, child=True)
                 r.parents.add(pid)
 
@@ -286,7 +286,7 @@ class Relister:
             fetched = fetch_time()
             page = await self._get(r, read, path, params, child=child)
             data = page.get("data", [])
-            await self._write(r, [o for o in data if _accepts(r.c, o)], fetched, parent_id)
+            await self._write(r, [o for o in data if accepts(r.c, o)], fetched, parent_id)
             if not (page.get("has_more") and data):
                 return
             params["starting_after"] = data[-1]["id"]
@@ -295,17 +295,7 @@ class Relister:
         self, r: _Round, read: Read, path: str, params: dict[str, Any], *, child: bool = False
     ) -> dict[str, Any]:
         r.requests += 1
-        try:
-            return await self.api.get(
-                path, _supported(read, params), stripe_version=read.api_version
-            )
-        except StripeApiError as e:
-            if child and e.not_found and e.code == "resource_missing":
-                raise _ParentGone from None
-            reason = _refusal(e)
-            if reason is None:
-                raise
-            raise Skip(reason) from None
+        return await get_page(self.api, read, path, params, child=child)
 
     # ---- repair ----------------------------------------------------------------------
 

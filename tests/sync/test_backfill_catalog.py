@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from stripesync.catalog import Collection, ReadKind, build_catalog, load_spec
+from stripesync.catalog import Collection, ReadKind, build_catalog, embedded_field, load_spec
 from stripesync.schema.columns import columns_for
 from stripesync.stripe_api.client import StripeApi
 from stripesync.sync.backfill import Backfill
@@ -67,7 +67,8 @@ def _fields(c: Collection) -> dict[str, Any]:
 
 
 def _list_field(c: Collection) -> str:
-    return str(c.read.path).rstrip("/").rsplit("/", 1)[-1]
+    """The parent's field that embeds the child's list (a subscription's `items`)."""
+    return embedded_field(c.name) or str(c.read.path).rstrip("/").rsplit("/", 1)[-1]
 
 
 def _embeds(c: Collection) -> bool:
