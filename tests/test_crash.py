@@ -126,6 +126,13 @@ def _differences(sdk: stripe.StripeClient, url: str) -> list[str]:
         want_tax = {}
         for cid in _list(sdk, "/v1/customers", {}):
             want_tax.update(_list(sdk, f"/v1/customers/{cid}/tax_ids", {}))
+        want_items = {}
+        for sid in _list(sdk, "/v1/subscriptions", {"status": "all"}):
+            want_items.update(_list(sdk, "/v1/subscription_items", {"subscription": sid}))
+        got_items = dict(conn.execute("SELECT id, _raw FROM stripe.subscription_item").fetchall())
+        diffs += [f"subscription_item {i}" for i in want_items.keys() ^ got_items.keys()]
+        diffs += [f"subscription_item {i} differs" for i in want_items.keys() & got_items.keys()
+                  if want_items[i] != got_items[i]]
         got_tax = dict(conn.execute("SELECT id, _raw FROM stripe.tax_id").fetchall())
         diffs += [f"tax_id {t}" for t in want_tax.keys() ^ got_tax.keys()]
         diffs += [f"tax_id {t} differs" for t in want_tax.keys() & got_tax.keys()
