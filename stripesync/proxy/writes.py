@@ -40,6 +40,7 @@ from pglast.enums.nodes import OnConflictAction
 from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import Catalog, Collection, build_catalog
+from stripesync.catalog.objects import embedded_children, parent_id
 from stripesync.obs.metrics import record_proxy_write
 from stripesync.proxy.analyze import Analysis, Target, WriteKind, analyze, might_write
 from stripesync.proxy.analyze import refusal_reason as _refusal_reason
@@ -89,7 +90,6 @@ log = logging.getLogger("stripesync.proxy.writes")
 _STMT = "stripesync_write"  # the handler's own prepared statement and portal names
 _TEXT_ARRAY = 1009  # text[]
 # Fields naming the parent of a nested object (as the sync reads them).
-_PARENT_FIELDS = ("customer", "account", "fee", "invoice", "subscription", "charge")
 
 
 class _Failed(Exception):
@@ -620,10 +620,10 @@ class StripeWriteHandler:
                     if obj.get("deleted") is True:
                         deletes.append(oid)
                         continue
-                    parent = call.parent_id or _parent_of(collection, obj)
+                    parent = call.parent_id or parent_id(collection, obj)
                     upserts.append(Incoming(obj, stripe_time=when, parent_id=parent))
                     for child in self.catalog.children_of(collection.name):
-                        embedded = _embedded(obj, child)
+                        embedded = embedded_children(obj, child) or []
                         for item in embedded:
                             children.setdefault(child.name, []).append(
                                 Incoming(item, stripe_time=now, parent_id=oid)
@@ -731,31 +731,6 @@ def _keeps_row(shape: WriteShape, kind: WriteKind) -> bool:
     """A DELETE whose call keeps the object (a subscription's cancel)."""
     delete = shape.delete
     return kind is WriteKind.DELETE and delete is not None and delete.op.method != "delete"
-
-
-def _parent_of(collection: Collection, obj: Mapping[str, Any]) -> str | None:
-    reads = collection.reads
-    if not any(r.parent for r in reads):
-        return None
-    fields = [*(r.parent_param for r in reads if r.parent_param), *_PARENT_FIELDS]
-    for f in fields:
-        v = obj.get(f)
-        if isinstance(v, str) and v:
-            return v
-        if isinstance(v, dict) and isinstance(v.get("id"), str):
-            return str(v["id"])
-    return None
-
-
-def _embedded(obj: Mapping[str, Any], child: Collection) -> list[dict[str, Any]]:
-    """A child list the object embeds in full (a subscription's items)."""
-    if not child.read.path:
-        return []
-    name = child.read.path.rstrip("/").rsplit("/", 1)[-1]
-    v = obj.get(name)
-    if isinstance(v, dict) and v.get("object") == "list" and not v.get("has_more"):
-        return [o for o in v.get("data", []) if o.get("object") in child.objects]
-    return []
 
 
 def _after_stripe(error: ErrorResponse) -> ErrorResponse:

@@ -26,13 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stripesync.catalog import Catalog, Collection, build_catalog, embedded_field
+from stripesync.catalog import Catalog, Collection, build_catalog
+from stripesync.catalog.objects import embedded_children, parent_id
 from stripesync.store import Incoming, Store
 from stripesync.store.store import Conn
 from stripesync.stripe_api.client import PINNED_VERSION
-
-# Parent fields of nested objects: which field of the object names its parent row.
-PARENT_FIELDS = ("customer", "account", "fee", "invoice", "subscription", "charge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +73,6 @@ def collection_of(catalog: Catalog, event: dict[str, Any]) -> Collection | None:
     return catalog.for_object(kind)
 
 
-def parent_of(c: Collection, obj: dict[str, Any]) -> str | None:
-    if not c.read.parent and not any(r.parent for r in c.extra_reads):
-        return None
-    for f in PARENT_FIELDS:
-        v = obj.get(f)
-        if isinstance(v, str) and v:
-            return v
-        if isinstance(v, dict) and isinstance(v.get("id"), str):
-            return str(v["id"])
-    return None
-
-
 def _truncated(obj: dict[str, Any]) -> bool:
     for v in obj.values():
         if isinstance(v, dict) and v.get("object") == "list" and v.get("has_more"):
@@ -115,7 +101,7 @@ def plan_events(
             continue
         _touch(plan, obj)
         seconds[(c.name, oid)].append(int(ev["created"]))
-        parent = parent_of(c, obj)
+        parent = parent_id(c, obj)
         when = float(ev["created"])
         if ev["type"] in c.delete_events:
             plan.deletes[c.name].append((oid, when, ev["id"]))
@@ -128,9 +114,8 @@ def plan_events(
             Incoming(obj, stripe_time=when, parent_id=parent, event_id=ev["id"])
         )
         for child in catalog.children_of(c.name):
-            embedded = _embedded(obj, child)
-            if embedded is not None:
-                items = [o for o in embedded.get("data", []) if o.get("object") in child.objects]
+            items = embedded_children(obj, child)
+            if items is not None:
                 plan.upserts[child.name].extend(
                     Incoming(o, stripe_time=when, parent_id=oid, event_id=ev["id"]) for o in items
                 )
@@ -171,16 +156,6 @@ def _moved_without_event(ev: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _id(i: Incoming) -> str | None:
     return i.obj.get("id") if isinstance(i.obj, dict) else None  # type: ignore[return-value]
-
-
-def _embedded(obj: dict[str, Any], child: Collection) -> dict[str, Any] | None:
-    name = embedded_field(child.name) if child.name in build_catalog() else None
-    if name is None:
-        return None
-    v = obj.get(name)
-    if isinstance(v, dict) and v.get("object") == "list" and not v.get("has_more"):
-        return v
-    return None
 
 
 def _touch(plan: Plan, obj: dict[str, Any]) -> None:

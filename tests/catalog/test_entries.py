@@ -174,3 +174,17 @@ def test_select_refuses_unknown_names_and_lists_the_known():
     assert [c.name for c in catalog.select(["customer", "charge"])] == ["customer", "charge"]
     with pytest.raises(UnknownCollectionError, match="custmer"):
         catalog.select(["custmer"])
+
+
+def test_objects_name_their_parent_and_embed_their_children() -> None:
+    from stripesync.catalog.objects import embedded_children, parent_id
+
+    cat = build_catalog()
+    assert parent_id(cat["tax_id"], {"id": "txi_1", "customer": "cus_1"}) == "cus_1"
+    assert parent_id(cat["fee_refund"], {"id": "fr_1", "fee": {"id": "fee_1"}}) == "fee_1"
+    assert parent_id(cat["customer"], {"id": "cus_1"}) is None
+    item = {"id": "si_1", "object": "subscription_item"}
+    sub = {"items": {"object": "list", "data": [item], "has_more": False}}
+    assert embedded_children(sub, cat["subscription_item"]) == [item]
+    truncated = {"items": {"object": "list", "data": [item], "has_more": True}}
+    assert embedded_children(truncated, cat["subscription_item"]) is None

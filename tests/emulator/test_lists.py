@@ -60,7 +60,8 @@ def test_created_filters(emulator):
     mid = client.v1.customers.create()
     emulator.advance(100)
     new = client.v1.customers.create()
-    assert mid.created == old.created + 100
+    # the clock moved 100 s (and the wall clock may have ticked a second meanwhile)
+    assert mid.created - old.created in (100, 101)
 
     def ids(**created):
         return [c.id for c in client.v1.customers.list(params={"created": created}).data]
