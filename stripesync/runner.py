@@ -28,7 +28,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import Catalog, ReadKind, build_catalog
 from stripesync.http.server import HttpServer, create_app
-from stripesync.http.status import FreshnessHistory, RecentErrors, status_routes
+from stripesync.http.status import (
+    FreshnessHistory,
+    RecentErrors,
+    StatusCollector,
+    status_routes,
+)
 from stripesync.obs.metrics import BACKFILL_DONE, EVENTS_LAG
 from stripesync.proxy.hooks import WriteHandler
 from stripesync.proxy.server import ProxyServer
@@ -337,15 +342,17 @@ class Runner:
         )
         self.errors = RecentErrors().install()
         routes = status_routes(
-            self.pool,
-            self.config.schema,
-            lag=self.live.lag_seconds,
-            history=self.history,
-            errors=self.errors,
-            catalog=self.catalog,
-            collections=self.config.collections,
-            lag_budget=self.config.lag_budget,
-            phase=lambda: self.state.phase,
+            StatusCollector(
+                self.pool,
+                self.config.schema,
+                lag=self.live.lag_seconds,
+                history=self.history,
+                errors=self.errors,
+                catalog=self.catalog,
+                collections=self.config.collections,
+                lag_budget=self.config.lag_budget,
+                phase=lambda: self.state.phase,
+            )
         )
         app = create_app(
             health=self.health,

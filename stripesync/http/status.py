@@ -441,36 +441,9 @@ async def _exact_counts(
 # ---- routes --------------------------------------------------------------------------------
 
 
-def status_routes(
-    pool: AsyncConnectionPool,  # type: ignore[type-arg]
-    schema: str = "stripe",
-    *,
-    lag: Callable[[], float | None] | None = None,
-    history: FreshnessHistory | None = None,
-    errors: RecentErrors | None = None,
-    catalog: Catalog | None = None,
-    collections: Sequence[str] | None = None,
-    lag_budget: float | None = None,
-    phase: Callable[[], str] | None = None,
-    refresh_seconds: int = 15,
-) -> list[Route]:
-    """`GET /` (the HTML page) and `GET /status.json`, for `create_app(routes=...)`.
-
-    `lag()` is the live sync's lag in seconds (None before it has caught up);
-    `collections` the names being synced (shown as pending before their backfill
-    starts); `phase()` the runner's phase; `lag_budget` draws the budget on the chart.
-    """
-    collector = StatusCollector(
-        pool,
-        schema,
-        lag=lag,
-        history=history,
-        errors=errors,
-        catalog=catalog,
-        collections=collections,
-        lag_budget=lag_budget,
-        phase=phase,
-    )
+def status_routes(collector: StatusCollector, *, refresh_seconds: int = 15) -> list[Route]:
+    """`GET /` (the HTML page) and `GET /status.json` of what `collector` reads, for
+    `create_app(routes=...)`."""
 
     async def page(request: Request) -> Response:
         data = await collector.collect()

@@ -110,8 +110,8 @@ def _history(now: float) -> FreshnessHistory:
     return h
 
 
-async def _serve(pool, errors, history, **kw):
-    routes = status_routes(
+async def _serve(pool, errors, history, refresh_seconds=15):
+    collector = StatusCollector(
         pool,
         "stripe",
         lag=lambda: 0.42,
@@ -121,8 +121,8 @@ async def _serve(pool, errors, history, **kw):
         collections=["customer", "charge", "product", "invoice", "country_spec", "refund"],
         lag_budget=10.0,
         phase=lambda: "live",
-        **kw,
     )
+    routes = status_routes(collector, refresh_seconds=refresh_seconds)
 
     async def health():
         return True, {}
