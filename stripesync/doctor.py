@@ -64,10 +64,11 @@ from stripesync.app import (
     open_database,
     run_command,
 )
-from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog, load_spec
+from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog
 from stripesync.schema.columns import quote
 from stripesync.schema.ddl import SCHEMA_VERSION
 from stripesync.stripe_api.client import StripeApi, StripeApiError, key_mode, redact
+from stripesync.sync.paging import supported
 
 EXIT_FIX = 3
 PROBE_ID = "stripesync_doctor_probe"  # made-up ids in paths, and the unknown parameter
@@ -417,7 +418,6 @@ class _Prober:
         self.catalog = catalog
         self.sem = asyncio.Semaphore(CONCURRENCY)
         self._reads: dict[str, asyncio.Task[_Probe]] = {}
-        self._spec = load_spec()
 
     def cancel(self) -> None:
         for task in self._reads.values():
@@ -477,7 +477,7 @@ class _Prober:
                 else:
                     params[str(read.parent_param)] = pid
             path = _fill(path, PROBE_ID)
-            params = self._supported(read, params)
+            params = supported(read, params)  # as the backfill asks
         try:
             body = await self._get(path, params, read.api_version)
         except StripeApiError as e:
@@ -487,16 +487,6 @@ class _Prober:
         if isinstance(data, list) and data and isinstance(data[0], dict):
             first = data[0].get("id")
         return _Probe(YES, "", str(first) if first else None)
-
-    def _supported(self, read: Read, params: dict[str, Any]) -> dict[str, Any]:
-        """Leave out `limit` where the list does not take it (as the backfill does)."""
-        if read.path is None or read.api_version:
-            return params
-        op = self._spec.operation("GET", read.path)
-        if op is None or op.params is None:
-            return params
-        accepted = frozenset(self._spec.param_fields(op.params))
-        return {k: v for k, v in params.items() if k in accepted or k in read.params}
 
     async def _get(self, path: str, params: dict[str, Any], version: str | None) -> dict[str, Any]:
         async with self.sem:
