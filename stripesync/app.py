@@ -308,14 +308,8 @@ async def _run(args: argparse.Namespace) -> int:
             webhook_secrets=args.webhook_secret,
             on_backfill=print_result,
         )
+        bar = progress_bars(console, config, not args.no_progress)
         runner = Runner(api, pool, config)
-        bar = None
-        if not args.no_progress and console.is_terminal:
-            from stripesync.progress import BackfillProgress
-
-            bar = BackfillProgress(console)
-            config.on_progress = bar.update
-            bar.__enter__()
         try:
             started = asyncio.ensure_future(runner.run(stop))
             announced = False
@@ -343,6 +337,19 @@ async def _run(args: argparse.Namespace) -> int:
     console.print(f"stopped: {runner.live.events_applied} events applied")
     skipped = any(r.skipped for r in state.backfills)
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def progress_bars(console: Console, config: Any, wanted: bool) -> Any:
+    """The backfill's progress bars, started and fed by `config.on_progress`, when
+    wanted and stderr is a terminal; the caller stops them (`__exit__`)."""
+    if not wanted or not console.is_terminal:
+        return None
+    from stripesync.progress import BackfillProgress
+
+    bar = BackfillProgress(console)
+    config.on_progress = bar.update
+    bar.__enter__()
+    return bar
 
 
 def print_line(text: str) -> None:
@@ -547,14 +554,8 @@ async def _demo(args: argparse.Namespace) -> int:
                     database_url=pg.url_for(DEMO_DATABASE, tcp=False),
                     on_backfill=print_result,
                 )
+                bar = progress_bars(console, config, not args.no_progress)
                 runner = Runner(api, pool, config)
-                bar = None
-                if not args.no_progress and console.is_terminal:
-                    from stripesync.progress import BackfillProgress
-
-                    bar = BackfillProgress(console)
-                    config.on_progress = bar.update
-                    bar.__enter__()
                 task = asyncio.create_task(runner.run(stop))
                 trickle: asyncio.Task[None] | None = None
                 try:

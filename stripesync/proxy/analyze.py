@@ -99,7 +99,7 @@ def analyze(sql: str, tables: frozenset[str], schema: str) -> Analysis | None:
         stmt = stmts[0].stmt
         if isinstance(stmt, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt):
             rel = stmt.relation
-            t = Target(rel.schemaname, rel.relname, _kind(stmt).value)
+            t = Target(rel.schemaname, rel.relname, write_kind(stmt).value)
             if t in targets:
                 write, write_target = stmt, t
     return Analysis(sql, len(stmts), tuple(dict.fromkeys(targets)), write, write_target)
@@ -134,7 +134,7 @@ def deparse(node: ast.Node) -> str:
 # ---- internals ---------------------------------------------------------------------------
 
 
-def _kind(stmt: ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt) -> WriteKind:
+def write_kind(stmt: ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt) -> WriteKind:
     if isinstance(stmt, ast.InsertStmt):
         return WriteKind.INSERT
     if isinstance(stmt, ast.UpdateStmt):
@@ -175,9 +175,9 @@ def _writes(root: ast.Node, *, top: bool) -> Iterator[Target]:
             if isinstance(node, ast.MergeStmt):
                 how = "MERGE"
             elif is_top:
-                how = _kind(node).value
+                how = write_kind(node).value
             else:
-                how = f"a nested {_kind(node).value} (data-modifying WITH, EXPLAIN or PREPARE)"
+                how = f"a nested {write_kind(node).value} (data-modifying WITH, EXPLAIN or PREPARE)"
             yield Target(rel.schemaname, rel.relname, how)
         elif isinstance(node, ast.TruncateStmt):
             for rel in node.relations or ():

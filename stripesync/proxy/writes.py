@@ -42,7 +42,14 @@ from psycopg_pool import AsyncConnectionPool
 from stripesync.catalog import Catalog, Collection, build_catalog
 from stripesync.catalog.objects import embedded_children, parent_id
 from stripesync.obs.metrics import record_proxy_write
-from stripesync.proxy.analyze import Analysis, Target, WriteKind, analyze, might_write
+from stripesync.proxy.analyze import (
+    Analysis,
+    Target,
+    WriteKind,
+    analyze,
+    might_write,
+    write_kind,
+)
 from stripesync.proxy.analyze import refusal_reason as _refusal_reason
 from stripesync.proxy.evaluate import (
     PARAMS_SETTING,
@@ -329,7 +336,7 @@ class StripeWriteHandler:
         """Evaluate, call Stripe, store; the reply to send (or a refusal raised)."""
         stmt = analysis.write
         assert stmt is not None
-        kind = _kind(stmt)
+        kind = write_kind(stmt)
         shape = self.shape(collection)
         occ = stmt.onConflictClause if isinstance(stmt, ast.InsertStmt) else None
         # what Stripe lets one write, before PostgreSQL evaluates anything
@@ -660,14 +667,6 @@ class StripeWriteHandler:
 @lru_cache(maxsize=4096)
 def _cached_analysis(sql: str, tables: frozenset[str], schema: str) -> Analysis | None:
     return analyze(sql, tables, schema)
-
-
-def _kind(stmt: ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt) -> WriteKind:
-    if isinstance(stmt, ast.InsertStmt):
-        return WriteKind.INSERT
-    if isinstance(stmt, ast.UpdateStmt):
-        return WriteKind.UPDATE
-    return WriteKind.DELETE
 
 
 def _json(value: bytes | None) -> Any:
