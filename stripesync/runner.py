@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -37,6 +40,7 @@ from stripesync.http.status import (
 from stripesync.obs.metrics import BACKFILL_DONE, EVENTS_LAG
 from stripesync.proxy.hooks import WriteHandler
 from stripesync.proxy.server import ProxyServer
+from stripesync.proxy.workers import ProxyWorkers, WorkerSettings
 from stripesync.proxy.writes import StripeWriteHandler
 from stripesync.schema.columns import quote
 from stripesync.schema.migrate import migrate
@@ -66,7 +70,11 @@ class RunConfig:
     # the write-through proxy: None for none; it relays to `database_url`
     proxy_host: str | None = None
     proxy_port: int = 6543
-    database_url: str | None = None
+    proxy_workers: int = 1  # processes sharing the proxy's port (this one is the first)
+    api_key: str | None = field(default=None, repr=False)  # for the other proxy workers
+    log_format: str = "text"  # the other proxy workers log like this process
+    log_level: str = "info"
+    database_url: str | None = field(default=None, repr=False)
     tls_cert: str | None = None
     tls_key: str | None = None
     backfill_concurrency: int = 32
@@ -121,6 +129,8 @@ class Runner:
         self._sampler: asyncio.Task[None] | None = None
         self._sampler_stop = asyncio.Event()
         self.proxy: ProxyServer | None = None
+        self.proxy_workers: ProxyWorkers | None = None
+        self._peer_dir: Path | None = None
         self.write_handler: WriteHandler | None = None  # writes go to Stripe when set
         self._after_batch_hooks: list[Callable[[Plan], Awaitable[None]]] = []
         self.relister = Relister(
@@ -381,6 +391,11 @@ class Runner:
             self.write_handler = StripeWriteHandler(
                 self.api, self.pool, schema=self.config.schema, catalog=self.catalog
             )
+        workers = self.config.proxy_workers
+        if workers > 1:
+            if not self.config.api_key:
+                raise ValueError("proxy workers need the Stripe key")
+            self._peer_dir = Path(tempfile.mkdtemp(prefix="stripesync-proxy-"))
         self.proxy = ProxyServer(
             self.config.database_url,
             listen_host=self.config.proxy_host,
@@ -388,16 +403,48 @@ class Runner:
             tls_cert=self.config.tls_cert,
             tls_key=self.config.tls_key,
             write_handler=self.write_handler,
+            workers=workers,
+            peer_dir=self._peer_dir,
         )
         await self.proxy.start()
+        if workers > 1:
+            assert self._peer_dir is not None
+            self.proxy_workers = ProxyWorkers(
+                workers,
+                listen_host=self.config.proxy_host,
+                listen_port=self.proxy.port,
+                peer_dir=self._peer_dir,
+                settings=WorkerSettings(
+                    database_url=self.config.database_url,
+                    schema=self.config.schema,
+                    api_key=self.config.api_key,
+                    api_base=self.api.api_base,
+                    max_rps=self.api.limiter.rate / workers,
+                    tls_cert=self.config.tls_cert,
+                    tls_key=self.config.tls_key,
+                    log_format=self.config.log_format,
+                    log_level=self.config.log_level,
+                ),
+            )
+            await self.proxy_workers.start()
         log.info(
-            "PostgreSQL proxy on %s:%d", self.config.proxy_host, self.proxy.port
+            "PostgreSQL proxy on %s:%d (%d worker%s)",
+            self.config.proxy_host,
+            self.proxy.port,
+            workers,
+            "" if workers == 1 else "s",
         )
 
     async def _stop_proxy(self) -> None:
+        if self.proxy_workers is not None:
+            await self.proxy_workers.stop()
+            self.proxy_workers = None
         if self.proxy is not None:
             await self.proxy.stop()
             self.proxy = None
+        if self._peer_dir is not None:
+            shutil.rmtree(self._peer_dir, ignore_errors=True)
+            self._peer_dir = None
 
     async def _stop_http(self) -> None:
         if self._sampler is not None:

@@ -46,6 +46,20 @@ def _positive(v: Any) -> float:
     return f
 
 
+def _workers(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError("expected a whole number")
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise ValueError("expected a whole number") from None
+    if isinstance(v, float) and v != n:
+        raise ValueError("expected a whole number")
+    if not 1 <= n <= 256:
+        raise ValueError("must be between 1 and 256")
+    return n
+
+
 def _listen(v: Any) -> str:
     s = _text(v).strip()
     if s == "off":
@@ -167,6 +181,13 @@ SETTINGS: dict[str, Setting] = {
             parse=_listen,
             default="127.0.0.1:6543",
             env="STRIPESYNC_PROXY_LISTEN",
+        ),
+        Setting(
+            "proxy_workers",
+            "processes sharing the proxy's port (each relays what one core can)",
+            parse=_workers,
+            default=1,
+            env="STRIPESYNC_PROXY_WORKERS",
         ),
         Setting("tls_cert", "certificate (PEM) the proxy offers to clients"),
         Setting("tls_key", "the certificate's private key (PEM)", secret=True),

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -152,6 +153,39 @@ def test_run_backfills_follows_serves_and_stops(emulator, database_url, run_proc
     assert proc.stop() == 0
     assert "stopped: " in proc.text() and "Traceback" not in proc.text()
     assert KEY not in proc.text()
+
+
+def test_proxy_workers_each_write_through_to_stripe(emulator, database_url, run_proc) -> None:
+    proc = run_proc("--collections", "customer", "--proxy-workers", "2")
+    proxied = proc.wait_for("proxy: ").split(": ", 1)[1]
+    password = psycopg.conninfo.conninfo_to_dict(database_url)["password"]
+    children = Path(f"/proc/{proc.p.pid}/task/{proc.p.pid}/children").read_text()
+    (worker,) = [int(p) for p in children.split()]
+    # a worker's secrets come through its environment, not its command line
+    argv = Path(f"/proc/{worker}/cmdline").read_bytes().decode()
+    assert "--worker\x001/2" in argv and KEY not in argv and password not in argv
+    written: dict[int, str] = {}
+    deadline = time.monotonic() + 20
+    while len(written) < 2:  # the kernel picks the worker: connect until both served
+        assert time.monotonic() < deadline, written
+        with psycopg.connect(proxied, password=password, autocommit=True) as conn:
+            served_by = conn.info.backend_pid % 2
+            if served_by in written:
+                continue
+            (written[served_by],) = conn.execute(
+                "INSERT INTO stripe.customer (email) VALUES (%s) RETURNING id",
+                (f"worker{served_by}@example.com",),
+            ).fetchone()
+    for served_by, new_id in written.items():
+        assert emulator.stripe().v1.customers.retrieve(new_id).email == (
+            f"worker{served_by}@example.com"
+        )
+        assert _count(database_url, "SELECT email FROM stripe.customer WHERE id = %s",
+                      new_id) == f"worker{served_by}@example.com"
+    assert proc.stop() == 0
+    assert not Path(f"/proc/{worker}").exists()  # stopped and reaped by the run
+    assert KEY not in proc.text() and password not in proc.text()
+    assert "Traceback" not in proc.text()
 
 
 def test_a_webhook_nudges_an_immediate_poll(emulator, database_url, run_proc) -> None:

@@ -51,6 +51,9 @@ def test_the_default_file_in_the_working_directory(tmp_path, monkeypatch, capsys
         ("collections = ['customer', 'nonsense']\n", [], "unknown collection"),
         ("schema = \n", [], "not valid TOML"),
         ("", ["--log-level", "loud"], "log_level (from flag --log-level)"),
+        ("proxy_workers = 0\n", [], "proxy_workers (from"),
+        ("proxy_workers = 1.5\n", [], "proxy_workers (from"),
+        ("", ["--proxy-workers", "two"], "proxy_workers (from flag --proxy-workers)"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, capsys, toml, flags, expected) -> None:

@@ -20,6 +20,14 @@ streams: the relay is the hot path) with one upstream connection of its own:
    :class:`~stripesync.proxy.tracking.ResponseTracker` reads only their headers to
    know when the server has answered everything (the moment a handler may speak).
 
+**Workers.** One proxy process relays at most what one core can: with ``workers`` > 1
+several processes (see :mod:`stripesync.proxy.workers`) listen on the same port
+(``SO_REUSEPORT``: the kernel spreads new connections over them), each a
+:class:`ProxyServer` of its own. A cancel request reaches whichever worker the kernel
+picks, so each issued key names its worker (``pid % workers``) and a worker hands a key
+it does not own to its owner over the owner's Unix socket in ``peer_dir``, as
+PgBouncer's peers do.
+
 A client that breaks the protocol gets PostgreSQL's ErrorResponse (SQLSTATE 08P01)
 at the next message boundary of the server's stream, and its session closes; the
 server keeps serving the others. Passwords and startup packets are never logged.
@@ -66,7 +74,7 @@ from stripesync.proxy.protocol import BackendParser, FrontendParser
 from stripesync.proxy.tracking import ResponseTracker
 from stripesync.proxy.upstream import UpstreamConfig, UpstreamError, open_upstream
 
-__all__ = ["DEFAULT_LISTEN_HOST", "DEFAULT_LISTEN_PORT", "ProxyServer"]
+__all__ = ["DEFAULT_LISTEN_HOST", "DEFAULT_LISTEN_PORT", "ProxyServer", "peer_socket"]
 
 log = logging.getLogger("stripesync.proxy")
 
@@ -117,7 +125,9 @@ class ProxyServer:
     :mod:`stripesync.proxy.upstream`); ``listen_port=0`` picks a free port (read it
     from :attr:`port` after :meth:`start`). With ``tls_cert`` and ``tls_key`` an
     SSLRequest is answered with TLS. ``write_handler`` may take over claimed writes;
-    without one every message passes through.
+    without one every message passes through. ``worker`` of ``workers`` (with their
+    shared ``peer_dir``) makes this server one of several on the same port (see the
+    module doc).
     """
 
     def __init__(
@@ -130,9 +140,16 @@ class ProxyServer:
         tls_key: str | Path | None = None,
         write_handler: WriteHandler | None = None,
         startup_timeout: float = STARTUP_TIMEOUT_S,
+        worker: int = 0,
+        workers: int = 1,
+        peer_dir: str | Path | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("a TLS certificate needs its key, and a key its certificate")
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} of {workers} does not exist")
+        if workers > 1 and peer_dir is None:
+            raise ValueError("several workers need a peer directory for cancel requests")
         self.upstream = UpstreamConfig.from_url(upstream_url)
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -143,7 +160,11 @@ class ProxyServer:
             if tls_cert is not None and tls_key is not None
             else None
         )
+        self.worker = worker
+        self.workers = workers
+        self.peer_dir = Path(peer_dir) if peer_dir is not None else None
         self._server: asyncio.Server | None = None
+        self._peer_server: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
         self._by_pid: dict[int, _Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -155,8 +176,16 @@ class ProxyServer:
         if self._server is not None:
             raise RuntimeError("the proxy is already started")
         loop = asyncio.get_running_loop()
+        if self.peer_dir is not None:
+            self._peer_server = await loop.create_unix_server(
+                lambda: _PeerCancel(self), peer_socket(self.peer_dir, self.worker)
+            )
         self._server = await loop.create_server(
-            lambda: _Session(self), self.listen_host, self.listen_port, reuse_address=True
+            lambda: _Session(self),
+            self.listen_host,
+            self.listen_port,
+            reuse_address=True,
+            reuse_port=self.workers > 1 or None,
         )
         log.info(
             "proxy listening on %s:%d, upstream %s", self.host, self.port, self.upstream.describe()
@@ -184,6 +213,9 @@ class ProxyServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        peer_server, self._peer_server = self._peer_server, None
+        if peer_server is not None:
+            peer_server.close()
         sessions = list(self._sessions)
         for session in sessions:
             session.close()
@@ -217,9 +249,13 @@ class ProxyServer:
         return task
 
     def _issue_key(self, session: _Session, upstream: BackendKeyData) -> BackendKeyData:
-        """Our own key for a session, standing for the upstream's (same secret length)."""
+        """Our own key for a session, standing for the upstream's (same secret length).
+
+        Its pid names this worker: ``pid % workers == worker``.
+        """
+        workers = self.workers
         while True:
-            pid = secrets.randbelow(0x7FFFFFFE) + 1
+            pid = (secrets.randbelow(0x7FFFFFFE // workers - 1) + 1) * workers + self.worker
             if pid not in self._by_pid:
                 break
         self._by_pid[pid] = session
@@ -228,8 +264,16 @@ class ProxyServer:
     def _forget_key(self, pid: int) -> None:
         self._by_pid.pop(pid, None)
 
-    def _cancel(self, request: CancelRequest) -> asyncio.Task[None] | None:
-        """Forward a client's cancel request to the upstream, with the upstream's key."""
+    def _cancel(
+        self, request: CancelRequest, *, from_peer: bool = False
+    ) -> asyncio.Task[None] | None:
+        """Forward a client's cancel request to the upstream, with the upstream's key.
+
+        A key another worker issued goes to that worker (once: never from a peer).
+        """
+        owner = request.pid % self.workers
+        if owner != self.worker and not from_peer and self.peer_dir is not None:
+            return self._spawn(self._send_to_peer(owner, request))
         session = self._by_pid.get(request.pid)
         if (
             session is None
@@ -255,6 +299,55 @@ class ProxyServer:
                 await asyncio.wait_for(side.done, CANCEL_TIMEOUT_S)  # the server hangs up
         finally:
             transport.close()
+
+    async def _send_to_peer(self, owner: int, request: CancelRequest) -> None:
+        assert self.peer_dir is not None
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                reader, writer = await asyncio.open_unix_connection(
+                    peer_socket(self.peer_dir, owner)
+                )
+                writer.write(request.encode())
+                await reader.read()  # the owner hangs up once it has forwarded it
+                writer.close()
+        except (OSError, TimeoutError) as exc:
+            log.warning("could not hand a cancel request to proxy worker %d: %s", owner, exc)
+
+
+def peer_socket(peer_dir: Path, worker: int) -> str:
+    """The Unix socket on which ``worker`` takes cancel requests from its peers."""
+    return str(peer_dir / f"worker-{worker}.sock")
+
+
+class _PeerCancel(asyncio.Protocol):
+    """A peer worker's connection: one CancelRequest for a key this worker issued."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.parser = FrontendParser()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            self.parser.feed(data)
+            request = self.parser.next_message()
+        except ProtocolViolation:
+            transport.close()
+            return
+        if request is None:
+            return  # not all of it yet
+        if isinstance(request, CancelRequest):
+            forwarding = self.server._cancel(request, from_peer=True)
+            if forwarding is not None:
+                forwarding.add_done_callback(lambda _: transport.close())
+                return
+        transport.close()
 
 
 class _CancelSide(asyncio.Protocol):
