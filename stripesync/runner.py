@@ -250,7 +250,8 @@ class Runner:
             why,
         )
         s = quote(self.config.schema)
-        started = fetch_time()  # what the re-backfill's copies will be dated at the least
+        # what the re-backfill's copies will be dated at the least
+        started = fetch_time(self.api.clock.now())
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(f"DELETE FROM {s}._backfill_cursor")
             await conn.execute(

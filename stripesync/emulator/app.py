@@ -13,6 +13,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from typing import Any
 
 from stripesync.emulator.engine import Emulator, Request, Response
@@ -58,10 +59,10 @@ class EmulatorApp:
             try:
                 body = await _read_body(receive, MAX_CONTROL_BODY)
             except _TooLarge:
-                await _send(send, 413, b'{"error":"too large"}', [])
+                await self._send(send, 413, b'{"error":"too large"}', [])
                 return
             status, payload = self.controls.handle(method, path, scope["query_string"], body)
-            await _send(send, status, payload, [])
+            await self._send(send, status, payload, [])
             return
         em = self.em
         cfg = em.config
@@ -84,7 +85,14 @@ class EmulatorApp:
             resp = Response(err.status, err.to_bytes(), [("request-id", em.ids.request_id())])
         else:
             resp = em.handle(Request(method, path, scope["query_string"], headers, body))
-        await _send(send, resp.status, resp.body, resp.headers)
+        await self._send(send, resp.status, resp.body, resp.headers)
+
+    async def _send(
+        self, send: Send, status: int, body: bytes, headers: list[tuple[str, str]]
+    ) -> None:
+        """A whole response, dated by the emulator's clock as Stripe dates by its own."""
+        date = formatdate(self.em.clock.now(), usegmt=True)
+        await _send(send, status, body, [*headers, ("date", date)])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -102,7 +110,7 @@ class EmulatorApp:
         rid = em.ids.request_id()
         if kind in ("500", "503"):
             err = StripeError.api_error(int(kind))
-            await _send(send, err.status, err.to_bytes(), [("request-id", rid)])
+            await self._send(send, err.status, err.to_bytes(), [("request-id", rid)])
         elif kind == "429":
             err = StripeError(
                 429,
@@ -110,7 +118,7 @@ class EmulatorApp:
                 "https://stripe.com/docs/rate-limits.",
                 code="rate_limit",
             )
-            await _send(send, 429, err.to_bytes(), [("request-id", rid)])
+            await self._send(send, 429, err.to_bytes(), [("request-id", rid)])
         elif kind == "reset":
             # headers promised a body that never comes: the server closes the connection
             await send(
@@ -127,7 +135,7 @@ class EmulatorApp:
                 await asyncio.wait_for(_until_disconnect(receive), em.config.hang_seconds)
             except TimeoutError:
                 err = StripeError.api_error(503)
-                await _send(send, 503, err.to_bytes(), [("request-id", rid)])
+                await self._send(send, 503, err.to_bytes(), [("request-id", rid)])
 
 
 async def _until_disconnect(receive: Receive) -> None:

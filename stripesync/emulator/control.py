@@ -14,7 +14,9 @@
 - `POST`, `DELETE /_emulator/restricted_keys`:
   `{"key": "rk_test_…", "permissions": {"customer": "read", "*": "none"}}`.
 - `GET`, `POST /_emulator/clock`: `{"now": …}` / `{"advance": seconds}` or
-  `{"set": unix time}` (forward only).
+  `{"set": unix time}` (forward only), or `{"skew": seconds}`: the emulator's clock is
+  the machine's plus this, either sign (a Stripe whose clock differs from the sync's;
+  moving it back makes later objects look older). Responses carry it in `Date`.
 - `POST /_emulator/load[?events=true]`: a JSON array of Stripe objects.
 - `POST /_emulator/generate`: `{"customers": N, "seed": 1, …}` (generator.py).
 - `GET /_emulator/stats`: object counts per collection, API answers by status, webhook
@@ -96,8 +98,12 @@ class Controls:
                 clock.advance(float(data["advance"]))
             elif "set" in data:
                 clock.set(float(data["set"]))
+            elif "skew" in data:
+                clock.offset = float(data["skew"])
             else:
-                raise ValueError("expected {'advance': seconds} or {'set': unix time}")
+                raise ValueError(
+                    "expected {'advance': seconds}, {'set': unix time} or {'skew': seconds}"
+                )
         return 200, {"now": clock.now(), "offset": clock.offset}
 
     def _load(self, method: str, data: Any, q: dict[str, str]) -> tuple[int, Any]:

@@ -38,6 +38,7 @@ def _uvicorn_config(app: EmulatorApp, log_level: str) -> uvicorn.Config:
         "access_log": False,
         "timeout_graceful_shutdown": 1,
         "timeout_keep_alive": 30,
+        "date_header": False,  # the app dates its responses by the emulator's clock
     }
     with contextlib.suppress(ImportError):
         import httptools  # noqa: F401
@@ -164,6 +165,10 @@ class EmulatorClient:
 
     def advance(self, seconds: float) -> int:
         return int(self.control("POST", "clock", {"advance": seconds})["now"])
+
+    def skew(self, seconds: float) -> int:
+        """Set the emulator's clock to the machine's plus ``seconds`` (either sign)."""
+        return int(self.control("POST", "clock", {"skew": seconds})["now"])
 
     def now(self) -> int:
         return int(self.control("GET", "clock")["now"])

@@ -65,6 +65,12 @@ STRIPE_RATE_LIMITED = Counter(
     "Responses 429 (rate limited) received from Stripe",
     registry=REGISTRY,
 )
+STRIPE_CLOCK_OFFSET = Gauge(
+    "stripesync_stripe_clock_offset_seconds",
+    "Stripe's clock minus this machine's, read from the Date of Stripe's responses "
+    "(copies are dated by Stripe's clock)",
+    registry=REGISTRY,
+)
 RATELIMIT_WAIT = Counter(
     "stripesync_ratelimit_wait_seconds_total",
     "Time spent waiting on the client-side rate limiter, summed over every request",

@@ -615,7 +615,8 @@ class StripeWriteHandler:
                     (ids,),
                 )
                 existing = {str(k): float(t) for k, t in await cur.fetchall()}
-                now = fetch_time()
+                assert self.api is not None  # a write was applied, so there is an API
+                now = fetch_time(self.api.clock.now())
                 upserts: list[Incoming] = []
                 deletes: list[str] = []
                 children: dict[str, list[Incoming]] = {}
@@ -640,7 +641,7 @@ class StripeWriteHandler:
                 for name, items in children.items():
                     await self.store.upsert(conn, self.catalog[name], items)
                 if deletes:
-                    when = max([time.time(), *(existing.get(d, 0.0) for d in deletes)])
+                    when = max([self.api.clock.now(), *(existing.get(d, 0.0) for d in deletes)])
                     await self.store.delete(
                         conn,
                         collection,

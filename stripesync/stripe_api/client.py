@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ import stripe
 
 from stripesync.obs.metrics import endpoint_template, record_stripe_request
 from stripesync.obs.redact import redact
+from stripesync.stripe_api.clock import StripeClock
 from stripesync.stripe_api.ratelimit import RateLimiter
 
 log = logging.getLogger("stripesync.stripe")
@@ -127,6 +129,7 @@ class StripeApi:
         self.max_retries = max_retries
         self.limiter = limiter or RateLimiter(max_rps or default_max_rps(api_key))
         self.stats = ApiStats()
+        self.clock = StripeClock()  # Stripe's time, for dating the copies fetched
         self.mode = key_mode(api_key)
         self._http = stripe.HTTPXClient(timeout=timeout)
         self._client = stripe.StripeClient(
@@ -216,6 +219,7 @@ class StripeApi:
         OrderedDicts, which was 40% of the backfill's CPU time. Errors go through the
         SDK's own interpretation, so they raise its exception classes."""
         requestor = self._client._requestor
+        sent = time.time()
         body, status, headers = await requestor.request_raw_async(
             method,
             path,
@@ -225,11 +229,19 @@ class StripeApi:
             api_mode="V1",
             usage=["raw_request"],
         )
+        self.clock.observe(headers.get("date") or headers.get("Date"), sent, time.time())
         if 200 <= status < 300:
             with suppress(orjson.JSONDecodeError):
                 return status, orjson.loads(body)  # type: ignore[arg-type]
         resp = requestor._interpret_response(body, status, headers, "V1")
         return int(resp.code), resp.data
+
+    async def ensure_clock(self) -> None:
+        """Read Stripe's clock once if no response has yet (any answer carries its Date)."""
+        if self.clock.known:
+            return
+        with suppress(StripeApiError):
+            await self.request("get", "/v1/events", {"limit": 1})
 
     async def get(
         self, path: str, params: Mapping[str, Any] | None = None, **kw: Any

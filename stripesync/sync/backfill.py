@@ -163,7 +163,7 @@ class Backfill:
                 "VALUES ('live', %s, %s) ON CONFLICT (name) DO NOTHING",
                 (
                     newest["id"] if newest else None,
-                    newest["created"] if newest else int(time.time()),
+                    newest["created"] if newest else int(self.api.clock.now()),
                 ),
             )
 
@@ -211,7 +211,7 @@ class Backfill:
 
     async def _singleton(self, c: Collection, read: Read) -> None:
         assert read.path
-        fetched = fetch_time()
+        fetched = fetch_time(self.api.clock.now())
         obj = await self._get(c, read, read.path, {})
         async with self.pool.connection() as conn, conn.transaction():
             await self.store.upsert(conn, c, [Incoming(obj, stripe_time=fetched)])
@@ -254,7 +254,7 @@ class Backfill:
         """First page, then (for a large, created-filterable list) the time slices."""
         assert read.path
         params = {**read.params, "limit": PAGE}
-        fetched = fetch_time()
+        fetched = fetch_time(self.api.clock.now())
         page = await self._get(c, read, read.path, params)
         data = page.get("data", [])
         head_key = _slice_key(read.path, "head")
@@ -344,7 +344,7 @@ class Backfill:
                 params["created[lt]"] = s.hi
             if s.after:
                 params["starting_after"] = s.after
-            fetched = fetch_time()
+            fetched = fetch_time(self.api.clock.now())
             page = await self._get(c, read, read.path, params)
             data = page.get("data", [])
             more = bool(page.get("has_more")) and bool(data)
@@ -422,7 +422,7 @@ class Backfill:
         while True:
             if after:
                 params["starting_after"] = after
-            fetched = fetch_time()
+            fetched = fetch_time(self.api.clock.now())
             try:
                 page = await self._get(c, read, path, params, child=True)
             except ParentGone:
@@ -464,7 +464,7 @@ class Backfill:
                         objects.append(value)
                     elif isinstance(value, str) and read.retrieve:
                         ids.add(value)
-        fetched = fetch_time()
+        fetched = fetch_time(self.api.clock.now())
         if objects:
             await self._commit_page(c, objects, fetched, f"ref#{c.name}", "", None, True)
         if ids and read.retrieve:

@@ -79,7 +79,7 @@ class LiveSync:
         """How stale the copy may be: None before the first complete poll."""
         if self.caught_up_at is None:
             return None
-        return max(0.0, time.time() - self.caught_up_at)
+        return max(0.0, self.api.clock.now() - self.caught_up_at)
 
     async def cursor(self) -> tuple[str | None, int | None]:
         async with self.pool.connection() as conn:
@@ -92,7 +92,7 @@ class LiveSync:
 
     async def fetch_new(self, event_id: str | None, created: int | None) -> list[dict[str, Any]]:
         """Events newer than the cursor, oldest first (at most MAX_EVENTS_PER_POLL)."""
-        if created is not None and created < time.time() - RETENTION_SECONDS:
+        if created is not None and created < self.api.clock.now() - RETENTION_SECONDS:
             raise CursorExpired(
                 f"the events cursor is from {time.ctime(created)}, older than Stripe's "
                 "30-day retention of events"
@@ -133,14 +133,14 @@ class LiveSync:
             c = self.catalog[r.collection]
             path = c.read.retrieve
             if path is None:
-                return r, None, fetch_time()
+                return r, None, fetch_time(self.api.clock.now())
             # the last brace is the object's id; an earlier one is its parent's
             path = re.sub(r"\{[a-z_]+\}$", r.id, path)
             if "{" in path:
                 if r.parent_id is None:
-                    return r, None, fetch_time()
+                    return r, None, fetch_time(self.api.clock.now())
                 path = re.sub(r"\{[a-z_]+\}", r.parent_id, path, count=1)
-            fetched = fetch_time()
+            fetched = fetch_time(self.api.clock.now())
             try:
                 return r, await self.api.get(path, stripe_version=c.read.api_version), fetched
             except StripeApiError as e:
@@ -151,7 +151,7 @@ class LiveSync:
         return list(await asyncio.gather(*(one(r) for r in items)))
 
     async def poll_once(self) -> PollResult:
-        started = time.time()
+        started = self.api.clock.now()  # Stripe's time, as events' `created` are
         result = await self._poll()
         self.polls += 1
         if result.events < MAX_EVENTS_PER_POLL:
@@ -207,7 +207,8 @@ class LiveSync:
                 if e.authentication:
                     raise
                 log.warning("after applying events: %s", e)
-        return PollResult(len(events), applied, len(refetched), time.time() - newest["created"])
+        lag = self.api.clock.now() - newest["created"]
+        return PollResult(len(events), applied, len(refetched), lag)
 
     async def _back_off(self, stop: asyncio.Event, failures: int, e: Exception) -> None:
         """Wait before polling again after a failed poll: 0.5 s doubling to 30 s."""

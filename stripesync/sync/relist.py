@@ -59,7 +59,7 @@ INCREMENTAL_OVERLAP = 7 * 24 * 3600  # an append-only list is re-read from this 
 RETRY_SECONDS = 60.0  # after a failure that is not a refusal (network, 5xx)
 # Rows written less than this before a re-list started are not removed by it: an event's
 # `created` is whole seconds of Stripe's clock, so an event applied just after the start
-# can carry an earlier time; and the local clock may be a little off Stripe's.
+# can carry an earlier time; and Stripe's clock is known to about a round trip.
 REMOVAL_MARGIN = 5.0
 
 
@@ -93,7 +93,8 @@ class _Plan:
 @dataclass(slots=True)
 class _Round:
     c: Collection
-    started: float
+    started: float  # this machine's clock: when the next round is due
+    stripe_started: float  # Stripe's (StripeClock.now()): what the removal compares
     seen: set[str] = field(default_factory=set)
     parents: set[str] = field(default_factory=set)  # parents whose children were listed
     listed: int = 0
@@ -183,8 +184,9 @@ class Relister:
                 f"{name!r} is not re-listed here; re-listed: {', '.join(self.collections)}"
             )
         c = self.catalog[name]
+        await self.api.ensure_clock()  # the removal compares Stripe's times
         async with self._locks[name]:
-            r = _Round(c, time.time())
+            r = _Round(c, time.time(), self.api.clock.now())
             t0 = time.monotonic()
             skipped: str | None = None
             removed = 0
@@ -232,7 +234,7 @@ class Relister:
     async def _read(self, r: _Round, read: Read, *, incremental: bool) -> None:
         assert read.path
         if read.kind is ReadKind.SINGLETON:
-            fetched = fetch_time()
+            fetched = fetch_time(self.api.clock.now())
             obj = await self._get(r, read, read.path, {})
             await self._write(r, [obj] if accepts(r.c, obj) else [], fetched, None)
         elif read.parent:
@@ -283,7 +285,7 @@ class Relister:
         child: bool = False,
     ) -> None:
         while True:
-            fetched = fetch_time()
+            fetched = fetch_time(self.api.clock.now())
             page = await self._get(r, read, path, params, child=child)
             data = page.get("data", [])
             await self._write(r, [o for o in data if accepts(r.c, o)], fetched, parent_id)
@@ -348,7 +350,7 @@ class Relister:
             return 0
         t = f"{quote(self.schema)}.{quote(r.c.table)}"
         key = quote(r.c.key)
-        cutoff = r.started - REMOVAL_MARGIN
+        cutoff = r.stripe_started - REMOVAL_MARGIN
         async with self.pool.connection() as conn, conn.transaction():
             # locked: an event's upsert of one of them waits, then finds it gone or not
             cur = await conn.execute(

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -258,7 +257,7 @@ class UpcomingInvoices:
         return result
 
     async def _fetch(self, kind: Kind, key: str, soonest: dict[str, str | None]) -> _Answer:
-        at = time.time()
+        at = self.api.clock.now()
         if not self.fallback:
             try:
                 inv = await self.api.get(
@@ -271,7 +270,7 @@ class UpcomingInvoices:
                 if not endpoint_refused(e):
                     raise
                 self._fall_back(e)
-            at = time.time()
+            at = self.api.clock.now()
         params: dict[str, str] = {kind: key}
         if kind == "customer":
             if key not in soonest:
