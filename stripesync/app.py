@@ -96,6 +96,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         p,
         "poll_interval",
         "http_listen",
+        "http_token",
         "proxy_listen",
         "proxy_workers",
         "tls_cert",
@@ -310,6 +311,7 @@ async def _run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             http_host=host,
             http_port=port,
+            http_token=args.http_token,
             webhook_secrets=args.webhook_secret,
             on_backfill=print_result,
         )

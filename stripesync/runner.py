@@ -30,7 +30,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from stripesync.catalog import Catalog, ReadKind, build_catalog
-from stripesync.http.server import HttpServer, create_app
+from stripesync.http.server import HttpServer, create_app, is_loopback
 from stripesync.http.status import (
     FreshnessHistory,
     RecentErrors,
@@ -65,6 +65,7 @@ class RunConfig:
     lag_budget: float = 10.0  # /health is 503 when the copy may be older than this
     http_host: str | None = "127.0.0.1"  # None: no HTTP server
     http_port: int = 8484
+    http_token: str | None = field(default=None, repr=False)  # asked for by / and /metrics
     webhook_secrets: Sequence[str] = ()
     relist_interval: float = 3600.0  # what events miss is listed again this often
     # the write-through proxy: None for none; it relays to `database_url`
@@ -370,6 +371,7 @@ class Runner:
             webhook_secrets=await self.webhook_secrets(),
             on_webhook=self._on_webhook,
             routes=routes,
+            auth_token=self.config.http_token,
         )
         self._sampler_stop.clear()
         self._sampler = asyncio.create_task(
@@ -381,6 +383,12 @@ class Runner:
             "HTTP endpoints on %s (status page, /health, /metrics, /webhooks/stripe)",
             self.http.url,
         )
+        if not self.config.http_token and not is_loopback(self.config.http_host):
+            log.warning(
+                "the status page and /metrics on %s are open to anyone who can reach them:"
+                " set --http-token",
+                self.config.http_host,
+            )
 
     async def _start_proxy(self) -> None:
         if self.config.proxy_host is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stripesync.obs.logs import FORMATS, LEVELS
-from stripesync.obs.redact import redact
+from stripesync.obs.redact import redact, remember
 
 DEFAULT_FILE = "stripesync.toml"
 
@@ -147,6 +147,13 @@ SETTINGS: dict[str, Setting] = {
             parse=_listen,
             default="127.0.0.1:8484",
             env="STRIPESYNC_HTTP_LISTEN",
+        ),
+        Setting(
+            "http_token",
+            "a token the status page and /metrics ask for (Bearer, or Basic with it as "
+            "password); /health and /webhooks/stripe stay open",
+            env="STRIPESYNC_HTTP_TOKEN",
+            secret=True,
         ),
         Setting(
             "webhook_secret",
@@ -297,6 +304,8 @@ def resolve(
             value = raw if raw is None else s.parse(raw)
         except ValueError as e:
             raise ConfigError(f"{key} (from {source}): {e}") from None
+        if key == "http_token" and value:
+            remember(value)  # the others have shapes redact() knows (sk_…, whsec_…, URLs)
         setattr(args, key, value)
         out[key] = Resolved(value, source)
     return out
@@ -311,6 +320,8 @@ def masked(key: str, value: Any) -> Any:
         return redact(str(value))
     if isinstance(value, list):
         return [v[:8] + "…" for v in value]
+    if key == "http_token":
+        return "***"  # no public prefix to show
     return str(value)[:8] + "…"
 
 

@@ -155,6 +155,20 @@ def test_run_backfills_follows_serves_and_stops(emulator, database_url, run_proc
     assert KEY not in proc.text()
 
 
+def test_http_token_guards_the_status_page_and_metrics(run_proc) -> None:
+    token = "status-token-0123456789"
+    proc = run_proc("--collections", "customer", "--http-token", token,
+                    "--http-listen", "127.0.0.1:0", "--proxy-listen", "off")
+    url = proc.wait_for("status and metrics: ").split(": ", 1)[1]
+    for path in ("/", "/status.json", "/metrics"):
+        assert httpx.get(f"{url}{path}", timeout=5).status_code == 401
+        ok = httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert ok.status_code == 200 and token not in ok.text
+    assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+    assert proc.stop() == 0
+    assert token not in proc.text()
+
+
 def test_proxy_workers_each_write_through_to_stripe(emulator, database_url, run_proc) -> None:
     proc = run_proc("--collections", "customer", "--proxy-workers", "2")
     proxied = proc.wait_for("proxy: ").split(": ", 1)[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stripesync.cli import main
+from stripesync.obs.redact import redact
 
 SECRET = "sk_live_settingssecret0123456789"
 
@@ -73,8 +74,12 @@ def test_secrets_are_masked_wherever_they_come_from(tmp_path, capsys) -> None:
     cfg = tmp_path / "s.toml"
     cfg.write_text(f'webhook_secret = ["whsec_abcdefghijklmnop"]\napi_key = "{SECRET}"\n')
     code, values, text = _show(
-        capsys, "--config", str(cfg), "--database-url", "postgresql://me:hunter22@db/x"
+        capsys, "--config", str(cfg), "--database-url", "postgresql://me:hunter22@db/x",
+        "--http-token", "plain-token-4242",
     )
     assert code == 0
     assert "hunter22" not in text and "abcdefghijklmnop" not in text and SECRET not in text
     assert values["database_url"] == '"postgresql://me:***@db/x"'
+    # a token has no public prefix: none of it shows, and logs mask it from then on
+    assert values["http_token"] == '"***"' and "plain-token" not in text
+    assert redact("GET / with Bearer plain-token-4242") == "GET / with Bearer ***"

@@ -8,12 +8,21 @@ through `routes`. `HttpServer` runs an app with uvicorn inside the running event
 
 Nothing secret is ever in a response: rejected webhooks get the reason, never the secret
 or the expected signature; a failing health check reports its exception's type only.
+
+With an ``auth_token`` every page but ``/health`` (for load balancers) and the webhook
+receiver (signed by Stripe) asks for it: ``Authorization: Bearer TOKEN`` (Prometheus'
+``authorization`` setting), or HTTP Basic with any user name and the token as password
+(what a browser prompts for).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
+import ipaddress
 import json
 import logging
 import socket
@@ -27,7 +36,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stripesync.http.webhooks import DEFAULT_TOLERANCE, WebhookReceiver, WebhookRejected
 from stripesync.obs.metrics import REGISTRY, WEBHOOKS
@@ -58,9 +67,10 @@ def create_app(
     health_timeout: float = 5.0,
     registry: CollectorRegistry = REGISTRY,
     routes: Sequence[BaseRoute] = (),
-) -> Starlette:
+    auth_token: str | None = None,
+) -> ASGIApp:
     """The application: `GET /health`, `GET /metrics`, `POST /webhooks/stripe`, plus
-    `routes` (the status page, later).
+    `routes` (the status page, later); with `auth_token`, wrapped in `TokenAuth`.
 
     Without `webhook_secrets` the webhook endpoint answers 404: an unsigned delivery can
     never be trusted. `app.state.webhooks` is the `WebhookReceiver` (or None).
@@ -115,7 +125,51 @@ def create_app(
         ]
     )
     app.state.webhooks = receiver
-    return app
+    return TokenAuth(app, auth_token) if auth_token else app
+
+
+class TokenAuth:
+    """Ask for the token on every path but `/health` and the webhook receiver."""
+
+    OPEN = frozenset(("/health", WEBHOOK_PATH))
+
+    def __init__(self, app: Starlette, token: str) -> None:
+        self.app = app
+        self.state = app.state
+        self._token = token.encode()
+
+    def authorized(self, header: str | None) -> bool:
+        if not header:
+            return False
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer":
+            given = value.encode()
+        elif scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            given = decoded.partition(b":")[2]
+        else:
+            return False
+        return hmac.compare_digest(given, self._token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        if self.authorized(header):
+            await self.app(scope, receive, send)
+            return
+        response = json_response({"error": {"message": "authentication required"}}, 401)
+        response.headers["WWW-Authenticate"] = 'Basic realm="stripesync", charset="UTF-8"'
+        await response(scope, receive, send)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -133,6 +187,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 # ---- serving ---------------------------------------------------------------------------------
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host in (None, "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_listen(value: str) -> tuple[str, int]:
