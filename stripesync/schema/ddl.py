@@ -31,7 +31,6 @@ SYSTEM_TABLES = (
         pages bigint NOT NULL DEFAULT 0,
         started_at timestamptz,
         finished_at timestamptz,
-        last_change_at timestamptz,
         updated_at timestamptz NOT NULL DEFAULT now()
     )""",
     # Backfill progress: one row per (collection, time slice, parent); committed in the
