@@ -3,19 +3,29 @@
 - ``start_proxy`` (function): ``start_proxy(upstream_url, **options)`` starts a
   :class:`RunningProxy` on 127.0.0.1 and a free port; every proxy is stopped afterwards.
 - ``proxy``: one proxy in front of the suite's ``pg_server`` over TCP.
+- ``proxy_command`` (function): ``proxy_command(*flags)`` runs ``stripesync proxy`` in
+  its own process in front of the suite's ``pg_server`` (``DATABASE_URL`` in its
+  environment) on a free port and returns ``(process, port)``; killed afterwards.
 - ``tls_files`` (session): a self-signed certificate and key for ``localhost`` and
   ``127.0.0.1``, made with the ``openssl`` command.
+- ``assert_cancels(conn, cancel)``: ``cancel`` (called on a timer) ends the long query
+  ``conn`` runs with QueryCanceled, within 5 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
@@ -86,6 +96,56 @@ def start_proxy() -> Iterator[Callable[..., RunningProxy]]:
 @pytest.fixture
 def proxy(pg_server: PgServer, start_proxy: Callable[..., RunningProxy]) -> RunningProxy:
     return start_proxy(pg_server.admin_url)
+
+
+ProxyProcess = tuple[subprocess.Popen[str], int]
+
+
+@pytest.fixture
+def proxy_command(pg_server: PgServer) -> Iterator[Callable[..., ProxyProcess]]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*flags: str) -> ProxyProcess:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stripesync.proxy.cli", "--proxy-listen", "127.0.0.1:0",
+             *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "DATABASE_URL": pg_server.admin_url, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        match = re.fullmatch(r"proxy listening on 127\.0\.0\.1:(\d+)", line)
+        assert match is not None, (line, proc.stderr.read() if proc.stderr else "")
+        return proc, int(match.group(1))
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def assert_cancels(
+    conn: psycopg.Connection[Any], cancel: Callable[[], object], delay: float = 0.3
+) -> None:
+    """``cancel``, called after ``delay`` on a timer, cancels a long query within 5 s."""
+    timer = threading.Timer(delay, cancel)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("select pg_sleep(20)")
+        assert time.monotonic() - started < 5
+    finally:
+        timer.join()
 
 
 @pytest.fixture(scope="session")

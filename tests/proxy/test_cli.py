@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import signal
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
 
 from stripesync.proxy import cli
 from tests.plugins.postgres import PgServer
+from tests.proxy.conftest import ProxyProcess, assert_cancels
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -59,27 +55,8 @@ def test_usage_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
 
 
 @pytest.fixture
-def proxy_process(pg_server: PgServer) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stripesync.proxy.cli", "--proxy-listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "DATABASE_URL": pg_server.admin_url, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        match = re.fullmatch(r"proxy listening on 127\.0\.0\.1:(\d+)", line)
-        assert match is not None, (line, proc.stderr.read() if proc.stderr else "")
-        yield proc, int(match.group(1))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+def proxy_process(proxy_command: Callable[..., ProxyProcess]) -> ProxyProcess:
+    return proxy_command()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -92,13 +69,7 @@ def test_the_command_serves_until_a_signal(
         assert conn.execute("select 'through the command'").fetchone() == ("through the command",)
         if sig == signal.SIGTERM:
             # libpq's classic, blocking PQcancel (the proxy is in another process here)
-            timer = threading.Timer(0.3, conn.cancel)
-            timer.start()
-            started = time.monotonic()
-            with pytest.raises(psycopg.errors.QueryCanceled):
-                conn.execute("select pg_sleep(20)")
-            assert time.monotonic() - started < 5
-            timer.join()
+            assert_cancels(conn, conn.cancel)
         proc.send_signal(sig)
         assert proc.wait(timeout=10) == 0
         with pytest.raises(psycopg.OperationalError):

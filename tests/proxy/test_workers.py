@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -19,7 +17,7 @@ import pytest
 from stripesync.proxy import messages as m
 from stripesync.proxy.cli import parse_workers
 from tests.plugins.postgres import PgServer
-from tests.proxy.conftest import RunningProxy
+from tests.proxy.conftest import ProxyProcess, RunningProxy, assert_cancels
 
 
 def children(pid: int) -> set[int]:
@@ -44,28 +42,8 @@ def wait_for(check: Callable[[], bool], timeout: float = 15) -> None:
 
 
 @pytest.fixture
-def two_workers(pg_server: PgServer) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stripesync.proxy.cli", "--proxy-listen", "127.0.0.1:0",
-         "--workers", "2", "--log-level", "info"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "DATABASE_URL": pg_server.admin_url, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        match = re.fullmatch(r"proxy listening on 127\.0\.0\.1:(\d+)", line)
-        assert match is not None, (line, proc.stderr.read() if proc.stderr else "")
-        yield proc, int(match.group(1))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+def two_workers(proxy_command: Callable[..., ProxyProcess]) -> ProxyProcess:
+    return proxy_command("--workers", "2", "--log-level", "info")
 
 
 def test_workers_flag() -> None:
@@ -98,13 +76,7 @@ def test_cancel_request_is_handed_to_the_worker_that_issued_the_key(
                 assert sock.recv(1) == b""  # closed without an answer, as PostgreSQL does
 
         # the cancel reaches the other worker, which hands it over
-        timer = threading.Timer(0.3, cancel_through, (first, key))
-        timer.start()
-        started = time.monotonic()
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            conn.execute("select pg_sleep(20)")
-        assert time.monotonic() - started < 5
-        timer.join()
+        assert_cancels(conn, lambda: cancel_through(first, key))
         # a wrong secret handed over is ignored by the owner
         timer = threading.Timer(0.1, cancel_through, (first, b"\0" * len(key)))
         timer.start()
@@ -125,11 +97,7 @@ def test_two_workers_share_the_port_and_cancel_across_them(
         assert {c.info.backend_pid % 2 for c in conns} == {0, 1}
         for conn in conns[:6]:
             # libpq's blocking PQcancel: a new connection, to whichever worker
-            timer = threading.Timer(0.2, conn.cancel)
-            timer.start()
-            with pytest.raises(psycopg.errors.QueryCanceled):
-                conn.execute("select pg_sleep(20)")
-            timer.join()
+            assert_cancels(conn, conn.cancel, delay=0.2)
             assert conn.execute("select 1").fetchone() == (1,)
     finally:
         for conn in conns:
