@@ -12,8 +12,11 @@ that reads stay on the fast path.
   (its results, then ``ReadyForQuery``) through :meth:`ProxySession.send`; False
   forwards the Query unchanged. The Query is the client's whole string, which may hold
   several statements.
-- A claimed **Parse** and the Binds and Describes of its statement go to the server as
-  usual (so it checks the SQL, and describes parameters and result columns). Each
+- A claimed **Parse** is held back too, until the server has answered everything
+  before it: :meth:`WriteHandler.handle_parse` may refuse a statement that could never
+  be written (True, after :meth:`ProxySession.reject`); False sends the Parse on.
+  It and the Binds and Describes of its statement go to the server as usual (so it
+  checks the SQL, and describes parameters and result columns). Each
   ``Execute`` of a portal bound to a claimed statement is held back; once the server
   has answered everything before it (the relay sends a ``Flush``),
   :meth:`WriteHandler.handle_execute` runs with the statement's ``Parse``, the portal's
@@ -111,8 +114,8 @@ class ProxySession(Protocol):
         """Answer the claimed statement with ``error``, the server failing along.
 
         For a Query the client gets ``error`` and ``ReadyForQuery`` (status ``E`` inside
-        a transaction block, ``I`` outside); for an Execute, ``error``, and the server
-        skips the client's messages up to Sync. Return True from the handler after it.
+        a transaction block, ``I`` outside); for a Parse or an Execute, ``error``, and the
+        server skips the client's messages up to Sync. Return True from the handler after it.
         """
         ...
 
@@ -130,4 +133,8 @@ class WriteHandler(Protocol):
 
     async def handle_execute(self, session: ProxySession, call: ExtendedCall) -> bool:
         """Answer a claimed Execute (up to CommandComplete or an error) or return False."""
+        ...
+
+    async def handle_parse(self, session: ProxySession, parse: Parse) -> bool:
+        """Refuse a claimed Parse through ``session.reject`` (True) or return False."""
         ...

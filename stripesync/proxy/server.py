@@ -725,10 +725,11 @@ class _Session(asyncio.Protocol):
                 self._take(self._intercept_query(message))
                 return True
         elif isinstance(message, Parse):
+            self._statements.pop(message.name, None)
             if handler.claims(message.query):
-                self._statements[message.name] = message
-            else:
-                self._statements.pop(message.name, None)
+                self._write_upstream(out)
+                self._take(self._intercept_parse(message))
+                return True
         elif isinstance(message, Bind):
             parse = self._statements.get(message.statement)
             if parse is not None:
@@ -757,6 +758,16 @@ class _Session(asyncio.Protocol):
             return await self.handler.handle_query(self, query)
 
         await self._intercept(query, run)
+
+    async def _intercept_parse(self, parse: Parse) -> None:
+        async def run() -> bool:
+            assert self.handler is not None
+            if await self.handler.handle_parse(self, parse):
+                return True  # refused: the server skips the batch up to Sync
+            self._statements[parse.name] = parse
+            return False
+
+        await self._intercept(parse, run)
 
     async def _intercept_execute(self, call: ExtendedCall) -> None:
         async def run() -> bool:

@@ -132,9 +132,12 @@ class _Call:
 class _Session:
     """The client's session as the handler uses it: statements run with its parameters."""
 
-    def __init__(self, session: ProxySession, call: ExtendedCall | None) -> None:
+    def __init__(
+        self, session: ProxySession, call: ExtendedCall | None, *, extended: bool = False
+    ) -> None:
         self.session = session
         self.call = call
+        self._extended = extended or call is not None
         self.types: tuple[int, ...] = ()
         self.formats: tuple[int, ...] = ()
         self.values: tuple[bytes | None, ...] = ()
@@ -145,7 +148,8 @@ class _Session:
 
     @property
     def extended(self) -> bool:
-        return self.call is not None
+        """In the client's extended-protocol batch: no Sync of the handler's own."""
+        return self._extended
 
     async def _exchange(self, *messages: FrontendMessage) -> _Result:
         if not self.extended:
@@ -251,6 +255,44 @@ class StripeWriteHandler:
     async def handle_execute(self, session: ProxySession, call: ExtendedCall) -> bool:
         return await self._handle(_Session(session, call), call.parse.query)
 
+    async def handle_parse(self, session: ProxySession, parse: Parse) -> bool:
+        """Refuse at Parse a write that could never be made (its Execute would be refused).
+
+        PostgreSQL refuses an unknown column at Parse, with no word of what is
+        writable; a read-only column or a collection Stripe does not let one write
+        would only be refused at Execute. Both get the refusal the simple protocol
+        gives, naming what is allowed."""
+        if session.transaction_status == "E":
+            return False  # the server refuses it: the transaction is aborted
+        analysis = self._analyze(parse.query)
+        if analysis is None or not analysis.targets:
+            return False
+        s = _Session(session, None, extended=True)
+        try:
+            synced = await self._synced_targets(s, analysis)
+        except _Failed:
+            return False  # the server will say why when it parses it
+        if not synced:
+            return False
+        try:
+            reason = _refusal_reason(analysis, synced, self.schema) or self.refuse
+            if reason is not None:
+                raise Refusal(FEATURE_NOT_SUPPORTED, f"stripesync proxy: {reason}")
+            assert analysis.write is not None and analysis.write_target is not None
+            self._check(analysis, self._by_table[analysis.write_target.table])
+        except Refusal as refusal:
+            collection = self._by_table[synced[0].table]
+            self._record(collection, "refused", time.perf_counter())
+            log.warning(
+                "refused write to %s at Parse (%s): %s",
+                collection.name,
+                refusal.sqlstate,
+                " ".join(str(refusal.message).split()),
+            )
+            await session.reject(refusal.to_error())
+            return True
+        return False
+
     # ---- the steps -----------------------------------------------------------------------
 
     def _analyze(self, sql: str) -> Analysis | None:
@@ -338,21 +380,7 @@ class StripeWriteHandler:
         assert stmt is not None
         kind = write_kind(stmt)
         shape = self.shape(collection)
-        occ = stmt.onConflictClause if isinstance(stmt, ast.InsertStmt) else None
-        # what Stripe lets one write, before PostgreSQL evaluates anything
-        if kind is WriteKind.INSERT:
-            given = [c.name for c in stmt.cols or ()]
-            create = shape.op(Verb.CREATE)
-            custom_id = create.fields is not None and "id" in create.fields
-            shape.check_columns(Verb.CREATE, given, allow_key=custom_id or occ is not None)
-            if occ is not None:
-                self._check_conflict_target(shape, occ, given)
-                if occ.action == OnConflictAction.ONCONFLICT_UPDATE:
-                    shape.check_columns(Verb.UPDATE, [t.name for t in occ.targetList or ()])
-        elif isinstance(stmt, ast.UpdateStmt):
-            shape.check_columns(Verb.UPDATE, [t.name for t in stmt.targetList or ()])
-        else:
-            shape.op(Verb.DELETE)
+        self._check(analysis, collection)
         try:
             ev = evaluation(stmt, shape)
         except RecursionError:
@@ -417,6 +445,27 @@ class StripeWriteHandler:
         if not s.extended:
             out.append(ReadyForQuery(s.session.transaction_status))
         return out
+
+    def _check(self, analysis: Analysis, collection: Collection) -> None:
+        """What Stripe lets one write, before PostgreSQL evaluates anything (Refusal)."""
+        stmt = analysis.write
+        assert stmt is not None
+        shape = self.shape(collection)
+        if write_kind(stmt) is WriteKind.INSERT:
+            assert isinstance(stmt, ast.InsertStmt)
+            occ = stmt.onConflictClause
+            given = [c.name for c in stmt.cols or ()]
+            create = shape.op(Verb.CREATE)
+            custom_id = create.fields is not None and "id" in create.fields
+            shape.check_columns(Verb.CREATE, given, allow_key=custom_id or occ is not None)
+            if occ is not None:
+                self._check_conflict_target(shape, occ, given)
+                if occ.action == OnConflictAction.ONCONFLICT_UPDATE:
+                    shape.check_columns(Verb.UPDATE, [t.name for t in occ.targetList or ()])
+        elif isinstance(stmt, ast.UpdateStmt):
+            shape.check_columns(Verb.UPDATE, [t.name for t in stmt.targetList or ()])
+        else:
+            shape.op(Verb.DELETE)
 
     def _check_conflict_target(self, shape: WriteShape, occ: Any, given: list[str]) -> None:
         elems = [getattr(e, "name", None) for e in (occ.infer.indexElems if occ.infer else ())]

@@ -32,6 +32,7 @@ class FakeWrites:
         self.claimed: list[str] = []
         self.queries: list[tuple[str, str]] = []
         self.executes: list[ExtendedCall] = []
+        self.parses: list[str] = []
 
     def claims(self, sql: str) -> bool:
         hit = re.match(r"\s*insert\s+into\s+(stripe\.customer|t)\b", sql, re.IGNORECASE)
@@ -50,6 +51,10 @@ class FakeWrites:
             return True
         session.send(m.CommandComplete("INSERT 0 1"), m.ReadyForQuery(session.transaction_status))
         return True
+
+    async def handle_parse(self, session: ProxySession, parse: m.Parse) -> bool:
+        self.parses.append(parse.query)
+        return False  # the Execute is where this handler answers
 
     async def handle_execute(self, session: ProxySession, call: ExtendedCall) -> bool:
         self.executes.append(call)

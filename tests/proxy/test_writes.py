@@ -331,8 +331,11 @@ def test_columns_and_collections_stripe_does_not_let_one_write(writes: WriteRig)
             conn.execute("INSERT INTO stripe.customer (emale) VALUES ('x')")
         assert unknown.value.diag.message_hint
         assert "email" in unknown.value.diag.message_hint
-        with pytest.raises(psycopg.errors.UndefinedColumn):  # PostgreSQL's own, at Parse
+        # ... and so does the extended protocol, refused at Parse
+        with pytest.raises(psycopg.errors.UndefinedColumn) as unknown:
             conn.execute("INSERT INTO stripe.customer (emale) VALUES (%s)", ["x"])
+        assert unknown.value.diag.message_hint
+        assert "email" in unknown.value.diag.message_hint
 
         # collections (or operations) Stripe offers no write for
         with pytest.raises(psycopg.errors.WrongObjectType) as none:
@@ -355,6 +358,37 @@ def test_columns_and_collections_stripe_does_not_let_one_write(writes: WriteRig)
     # nothing changed anywhere
     assert [c.id for c in _stripe_customers(writes)] == [cid]
     assert writes.rows("SELECT id, created IS NOT NULL FROM stripe.customer") == [(cid, True)]
+
+
+def test_extended_protocol_refusals_come_at_parse_and_fail_the_transaction(
+    writes: WriteRig,
+) -> None:
+    cid = _customer(writes, "parse@example.com")
+    with writes.connect() as conn:
+        # a named, prepared statement: refused when it is prepared, naming what is allowed
+        with pytest.raises(psycopg.errors.GeneratedAlways) as info:
+            conn.execute(
+                "UPDATE stripe.customer SET created = %s WHERE id = %s", [1, cid], prepare=True
+            )
+        assert info.value.diag.message_hint
+        assert "Columns writable on UPDATE: " in info.value.diag.message_hint
+        with pytest.raises(psycopg.errors.WrongObjectType, match="balance_transaction"):
+            conn.execute("INSERT INTO stripe.balance_transaction (amount) VALUES (%s)", [1])
+        # inside a transaction: failed as PostgreSQL leaves it, and ROLLBACK works
+        with pytest.raises(psycopg.errors.UndefinedColumn), conn.transaction():
+            conn.execute("INSERT INTO stripe.customer (emale) VALUES (%s)", ["x"])
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            conn.execute("INSERT INTO stripe.customer (emale) VALUES (%s)", ["x"])
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.execute("ROLLBACK")
+        # the session goes on, and a good write with the same protocol is made
+        conn.execute(
+            "UPDATE stripe.customer SET email = %s WHERE id = %s", ["ok@example.com", cid],
+            prepare=True,
+        )
+    assert [c.email for c in _stripe_customers(writes)] == ["ok@example.com"]
 
 
 def test_a_stripe_refusal_is_an_error_with_stripe_details(writes: WriteRig) -> None:
