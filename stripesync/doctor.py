@@ -68,6 +68,7 @@ from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalo
 from stripesync.schema.columns import quote
 from stripesync.schema.ddl import SCHEMA_VERSION
 from stripesync.stripe_api.client import StripeApi, StripeApiError, key_mode, redact
+from stripesync.stripe_api.clock import WARN_OFFSET_S
 from stripesync.sync.paging import supported
 
 EXIT_FIX = 3
@@ -299,6 +300,7 @@ async def check_key(
     report.findings.append(
         Finding("key", "mode", OK, f"{mode} mode {kind} key ({mask(api_key)})")
     )
+    _check_clock(api, report)
     if kind == "secret":
         report.findings.append(
             Finding(
@@ -343,6 +345,34 @@ async def check_key(
                 "--proxy-writes)",
             )
         )
+
+
+def _check_clock(api: StripeApi, report: Report) -> None:
+    """How far this machine's clock is from Stripe's (read from the probes' answers)."""
+    clock = api.clock
+    if not clock.known:
+        return
+    offset = clock.offset
+    report.key["clock_offset_seconds"] = round(offset, 3)
+    if abs(offset) <= WARN_OFFSET_S:
+        low, high = clock.bounds
+        within = max(abs(low), abs(high))
+        report.findings.append(
+            Finding("key", "clock", OK, f"this machine's clock is within {within:.1f} s of "
+                    "Stripe's")
+        )
+        return
+    where = "behind" if offset > 0 else "ahead of"
+    report.findings.append(
+        Finding(
+            "key",
+            "clock",
+            WARN,
+            f"this machine's clock is {abs(offset):.1f} s {where} Stripe's",
+            "synchronise it (NTP): stripesync dates copies by Stripe's clock, so nothing is "
+            "lost, but logs, the status page and other programs use this machine's",
+        )
+    )
 
 
 async def _all_or_none(aws: list[Any]) -> list[Any]:

@@ -73,6 +73,8 @@ def test_a_full_key_reads_everything_and_is_advised_to_restrict(
     # a secret key works: advice, not a fix
     assert any(f["subject"] == "kind" for f in _findings(report, "warn"))
     assert not [f for f in _findings(report, "fix") if f["area"] in ("key", "collection")]
+    (clock,) = [f for f in report["findings"] if f["subject"] == "clock"]
+    assert clock["status"] == "ok" and "within" in clock["detail"]
     assert report["database"]["version"].startswith("18")
     assert "doctor_full_key" not in out + err and report["key"]["key"] == "sk_test_…"
     # the emulator's account serves every collection of the pinned version; legacy
@@ -282,3 +284,17 @@ def test_failures_in_the_middle_of_the_probes(emulator, database_url, capsys) ->
     (line,) = _error_lines(err)
     assert line.startswith("stripesync: cannot reach the Stripe API"), err
     assert "Task exception" not in err and FULL not in err
+
+
+def test_a_clock_off_stripes_is_advice(emulator, database_url, capsys) -> None:
+    emulator.controls.skew(-120)  # this machine two minutes ahead of Stripe
+    code, out, _ = _run(
+        capsys, "--api-key", FULL, "--api-base", emulator.url, "--database-url",
+        database_url, "--max-rps", "500", "--json", "--collections", "customer",
+    )
+    report = json.loads(out)
+    (clock,) = [f for f in report["findings"] if f["subject"] == "clock"]
+    assert clock["status"] == "warn" and "ahead of Stripe's" in clock["detail"]
+    assert clock["detail"].startswith("this machine's clock is 1")  # 119.x or 120.x s
+    assert -121.5 < report["key"]["clock_offset_seconds"] < -118.5
+    assert code == 0
