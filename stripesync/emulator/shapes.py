@@ -3,7 +3,7 @@
 Every field the SDK declares is present; unset ones are null. Fields Stripe never
 leaves empty get a neutral value (`object`, booleans, counters, `metadata: {}`, nested
 objects that are always there, empty embedded lists); the per-collection behaviours
-(behaviours.py) give the rest their meaning.
+(behaviours/) give the rest their meaning.
 """
 
 from __future__ import annotations

@@ -1,0 +1,222 @@
+"""Helpers the behaviours share: references, list objects, cards and bank accounts,
+prices and plans, balance transactions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from stripesync.catalog.spec import load_spec
+from stripesync.emulator.errors import StripeError
+
+if TYPE_CHECKING:
+    from stripesync.emulator.engine import Call, Emulator
+    from stripesync.emulator.store import Record
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    v
+    for v in load_spec().param_fields("WebhookEndpointCreateParams")["enabled_events"]["of"][
+        "values"
+    ]
+    if v != "*"
+)
+
+CARDS: dict[str, tuple[str, str, str]] = {
+    "tok_visa": ("Visa", "4242", "credit"),
+    "tok_visa_debit": ("Visa", "5556", "debit"),
+    "tok_mastercard": ("MasterCard", "4444", "credit"),
+    "tok_amex": ("American Express", "8431", "credit"),
+    "tok_discover": ("Discover", "1117", "credit"),
+    "tok_chargeDeclined": ("Visa", "0002", "credit"),
+}
+INTERVAL_SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400}
+
+
+
+
+def require_ref(call: Call, obj_type: str, oid: Any, param: str) -> Record:
+    if not isinstance(oid, str) or not oid:
+        raise StripeError.invalid(f"Missing required param: {param}.", param=param)
+    rec = call.em.get(obj_type, oid)
+    if rec is None:
+        raise StripeError.missing(obj_type, oid, param=param)
+    return rec
+
+
+def listobject(data: list[dict[str, Any]], url: str, total: int | None = None) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data[:10],
+        "has_more": len(data) > 10,
+        "total_count": len(data) if total is None else total,
+        "url": url,
+    }
+
+
+def embedded_list(em: Emulator, path: str, ascending: bool = False) -> dict[str, Any]:
+    ix = em.store.path_index.get(path)
+    recs = list(ix.records()) if ix is not None else []
+    if ascending and ix is not None and ix.newest_first:
+        recs.reverse()
+    return listobject([r.copy() for r in recs], path, len(recs))
+
+
+def make_card(em: Emulator, token: str, **values: Any) -> dict[str, Any]:
+    brand, last4, funding = CARDS.get(token, ("Visa", "4242", "credit"))
+    card = em.new_object(
+        "card",
+        brand=brand,
+        last4=last4,
+        funding=funding,
+        exp_month=12,
+        exp_year=2034,
+        country="US",
+        cvc_check="pass",
+        fingerprint=em.ids.token(16),
+    )
+    card.update(values)
+    return card
+
+
+def make_bank_account(em: Emulator, **values: Any) -> dict[str, Any]:
+    ba = em.new_object(
+        "bank_account",
+        bank_name="STRIPE TEST BANK",
+        country="US",
+        currency="usd",
+        last4="6789",
+        routing_number="110000000",
+        status="new",
+        account_holder_type="individual",
+        fingerprint=em.ids.token(16),
+    )
+    ba.update(values)
+    return ba
+
+
+def price_copy(call: Call, price_id: str, param: str = "price") -> dict[str, Any]:
+    """A copy of price `price_id`. A plan's id is accepted too: on Stripe a plan made with
+    the Plans API is a price, usable wherever a price or a plan is asked for."""
+    if isinstance(price_id, str) and price_id and call.em.get("price", price_id) is None:
+        plan = call.em.get("plan", price_id)
+        if plan is not None:
+            return price_from_plan(call.em, plan.obj)
+        if param.endswith("plan]") or param == "plan":
+            raise StripeError.missing("plan", price_id, param=param)
+    return require_ref(call, "price", price_id, param).copy()
+
+
+def price_from_plan(em: Emulator, plan: dict[str, Any]) -> dict[str, Any]:
+    """The price a plan is, in the Prices API's shape."""
+    price = em.shapes.new("Price")
+    recurring = em.shapes.new("Price.Recurring")
+    recurring.update(
+        interval=plan.get("interval", "month"),
+        interval_count=plan.get("interval_count") or 1,
+        usage_type=plan.get("usage_type") or "licensed",
+        meter=plan.get("meter"),
+        trial_period_days=plan.get("trial_period_days"),
+    )
+    price.update(
+        id=plan["id"],
+        active=plan.get("active", True),
+        billing_scheme=plan.get("billing_scheme") or "per_unit",
+        created=plan.get("created", 0),
+        currency=plan.get("currency", "usd"),
+        livemode=plan.get("livemode", False),
+        metadata=dict(plan.get("metadata") or {}),
+        nickname=plan.get("nickname"),
+        product=plan.get("product"),
+        recurring=recurring,
+        tiers=plan.get("tiers"),
+        tiers_mode=plan.get("tiers_mode"),
+        transform_quantity=plan.get("transform_usage"),
+        type="recurring",
+        unit_amount=plan.get("amount"),
+        unit_amount_decimal=plan.get("amount_decimal"),
+        tax_behavior="unspecified",
+    )
+    return price
+
+
+def plan_from_price(em: Emulator, price: dict[str, Any]) -> dict[str, Any] | None:
+    rec = price.get("recurring") or None
+    if not rec:
+        return None
+    plan = em.shapes.new("Plan")
+    plan.update(
+        id=price["id"],
+        active=price.get("active", True),
+        amount=price.get("unit_amount"),
+        amount_decimal=price.get("unit_amount_decimal"),
+        billing_scheme=price.get("billing_scheme", "per_unit"),
+        created=price.get("created", 0),
+        currency=price.get("currency", "usd"),
+        interval=rec.get("interval", "month"),
+        interval_count=rec.get("interval_count", 1),
+        usage_type=rec.get("usage_type", "licensed"),
+        metadata=dict(price.get("metadata") or {}),
+        nickname=price.get("nickname"),
+        product=price.get("product"),
+    )
+    return plan
+
+
+def price_from_data(
+    call: Call, data: dict[str, Any], currency: str | None = None
+) -> dict[str, Any]:
+    """An inline `price_data` hash becomes a real (inactive) price, as on Stripe."""
+    em = call.em
+    obj = em.new_object("price", active=False)
+    em.apply_params("Price", obj, {k: v for k, v in data.items() if k != "product"})
+    if data.get("product"):
+        obj["product"] = data["product"]
+    if not obj.get("currency"):
+        obj["currency"] = currency or "usd"
+    _price_defaults(obj)
+    em.insert("price", obj)
+    return obj
+
+
+def _price_defaults(obj: dict[str, Any]) -> None:
+    obj["type"] = "recurring" if obj.get("recurring") else "one_time"
+    rec = obj.get("recurring")
+    if isinstance(rec, dict):
+        rec.setdefault("interval_count", 1)
+        if rec.get("interval_count") in (None, 0):
+            rec["interval_count"] = 1
+        if rec.get("usage_type") in (None, ""):
+            rec["usage_type"] = "licensed"
+    if obj.get("unit_amount") is not None and obj.get("unit_amount_decimal") is None:
+        obj["unit_amount_decimal"] = str(obj["unit_amount"])
+    if obj.get("tax_behavior") is None:
+        obj["tax_behavior"] = "unspecified"
+
+
+def balance_txn(em: Emulator, amount: int, currency: str, type_: str, source: str) -> str:
+    fee = max(0, round(amount * 0.029) + 30) if type_ == "charge" else 0
+    txn = em.new_object(
+        "balance_transaction",
+        amount=amount,
+        currency=currency,
+        fee=fee,
+        net=amount - fee,
+        type=type_,
+        source=source,
+        status="available",
+        available_on=em.clock.now(),
+        reporting_category=type_,
+        exchange_rate=None,
+        fee_details=[
+            {
+                "amount": fee,
+                "currency": currency,
+                "description": "Stripe processing fees",
+                "type": "stripe_fee",
+                "application": None,
+            }
+        ]
+        if fee
+        else [],
+    )
+    em.insert("balance_transaction", txn)
+    return str(txn["id"])

@@ -1,0 +1,624 @@
+"""Invoices, their lines, invoice items, and the upcoming invoice (preview)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from stripesync.emulator.behaviours.common import (
+    embedded_list,
+    listobject,
+    price_copy,
+    price_from_data,
+    require_ref,
+)
+from stripesync.emulator.errors import StripeError
+from stripesync.emulator.registry import behaviour, endpoint
+
+if TYPE_CHECKING:
+    from stripesync.emulator.engine import Call, Emulator
+    from stripesync.emulator.store import Record
+
+def _new_invoice(call: Call, cus: dict[str, Any], collection_method: str) -> dict[str, Any]:
+    em = call.em
+    now = call.now
+    inv = em.new_object(
+        "invoice",
+        customer=cus["id"],
+        customer_email=cus.get("email"),
+        customer_name=cus.get("name"),
+        customer_phone=cus.get("phone"),
+        customer_address=cus.get("address"),
+        customer_shipping=cus.get("shipping"),
+        customer_tax_exempt=cus.get("tax_exempt"),
+        collection_method=collection_method,
+        status="draft",
+        auto_advance=True,
+        period_start=now,
+        period_end=now,
+        account_country="US",
+        account_name="Stripe Emulator",
+        default_tax_rates=[],
+        discounts=[],
+        starting_balance=int(cus.get("balance") or 0),
+        payment_settings=em.shapes.new("Invoice.PaymentSettings"),
+    )
+    inv["issuer"] = {"type": "self"}
+    inv["lines"] = listobject([], f"/v1/invoices/{inv['id']}/lines")
+    if collection_method == "send_invoice":
+        inv["due_date"] = now + 30 * 86400
+    return inv
+
+
+def _new_line(
+    call: Call,
+    invoice_id: str,
+    amount: int,
+    currency: str,
+    quantity: int,
+    price_obj: dict[str, Any] | None,
+) -> dict[str, Any]:
+    em = call.em
+    line = em.new_object(
+        "line_item",
+        invoice=invoice_id,
+        amount=amount,
+        subtotal=amount,
+        currency=currency,
+        quantity=quantity,
+        discountable=True,
+        discounts=[],
+        discount_amounts=[],
+        pretax_credit_amounts=[],
+        taxes=[],
+    )
+    now = call.now
+    line["period"] = {"start": now, "end": now}
+    if price_obj is not None:
+        pricing = em.shapes.new("InvoiceLineItem.Pricing")
+        pricing["price_details"] = {"price": price_obj["id"], "product": price_obj.get("product")}
+        pricing["unit_amount_decimal"] = price_obj.get("unit_amount_decimal")
+        line["pricing"] = pricing
+    return line
+
+
+def _recompute_invoice(em: Emulator, inv: dict[str, Any]) -> None:
+    path = f"/v1/invoices/{inv['id']}/lines"
+    ix = em.store.path_index.get(path)
+    lines = [r.obj for r in ix.records()] if ix is not None else []
+    subtotal = sum(int(x.get("amount") or 0) for x in lines)
+    inv["lines"] = embedded_list(em, path)
+    inv["subtotal"] = inv["subtotal_excluding_tax"] = subtotal
+    inv["total"] = inv["total_excluding_tax"] = subtotal
+    if inv.get("status") in (None, "draft", "open"):
+        inv["amount_due"] = max(0, subtotal)
+        inv["amount_remaining"] = max(0, subtotal - int(inv.get("amount_paid") or 0))
+
+
+def refresh_invoice(call: Call, invoice_id: str | None, *, event: bool = True) -> None:
+    em = call.em
+    if not invoice_id:
+        return
+    rec = em.get("invoice", invoice_id)
+    if rec is None:
+        return
+    before = rec.copy()
+    _recompute_invoice(em, rec.obj)
+    em.changed(call, rec, before, event="updated" if event else None)
+
+
+def _finalize(call: Call, rec: Record, updated: bool = False) -> None:
+    em = call.em
+    inv = rec.obj
+    if inv.get("status") != "draft":
+        raise StripeError.invalid(
+            "This invoice is already finalized, you can't re-finalize a non-draft invoice.",
+        )
+    before = rec.copy()
+    now = call.now
+    cus = em.get("customer", str(inv.get("customer") or ""))
+    prefix = (cus.obj.get("invoice_prefix") if cus else None) or "EMUL0000"
+    seq = 1
+    if cus is not None:
+        seq = int(cus.obj.get("next_invoice_sequence") or 1)
+        cus.obj["next_invoice_sequence"] = seq + 1
+        cus.touch()
+    inv["number"] = f"{prefix}-{seq:04d}"
+    inv["status"] = "open"
+    inv["effective_at"] = now
+    inv["auto_advance"] = inv.get("collection_method") == "charge_automatically"
+    st = inv.get("status_transitions") or em.shapes.new("Invoice.StatusTransitions")
+    st["finalized_at"] = now
+    inv["status_transitions"] = st
+    inv["hosted_invoice_url"] = f"https://invoice.stripe.com/i/{inv['id']}"
+    inv["invoice_pdf"] = f"https://pay.stripe.com/invoice/{inv['id']}/pdf"
+    _recompute_invoice(em, inv)
+    prev = em.changed(call, rec, before, event=None)
+    em.emit_for(call, rec, "finalized")
+    if prev and updated:
+        em.emit_for(call, rec, "updated", previous=prev)
+
+
+def _pay(call: Call, rec: Record, updated: bool = False) -> None:
+    em = call.em
+    inv = rec.obj
+    if inv.get("status") == "draft":
+        _finalize(call, rec, updated)
+    if inv.get("status") != "open":
+        raise StripeError.invalid(
+            "Invoice is already paid."
+            if inv.get("status") == "paid"
+            else f"You cannot pay an invoice with status {inv.get('status')}."
+        )
+    before = rec.copy()
+    now = call.now
+    inv["amount_paid"] = inv.get("amount_due", 0)
+    inv["amount_remaining"] = 0
+    inv["attempted"] = True
+    inv["attempt_count"] = 1 if inv.get("amount_due") else 0
+    inv["status"] = "paid"
+    inv["status_transitions"]["paid_at"] = now
+    inv["auto_advance"] = False
+    prev = em.changed(call, rec, before, event=None)
+    em.emit_for(call, rec, "paid")
+    em.emit_for(call, rec, "payment_succeeded")
+    if prev and updated:
+        em.emit_for(call, rec, "updated", previous=prev)
+
+
+invoice = behaviour(
+    "invoice",
+    consumes={"pending_invoice_items_behavior", "subscription", "default_tax_rates", "discounts"},
+)
+
+
+@invoice.on_create
+def _invoice_create(call: Call, obj: dict[str, Any]) -> None:
+    cus = require_ref(call, "customer", call.param("customer"), "customer")
+    base = _new_invoice(call, cus.obj, call.param("collection_method") or "charge_automatically")
+    base["id"] = obj["id"]
+    base["lines"]["url"] = f"/v1/invoices/{obj['id']}/lines"
+    for k, v in obj.items():
+        if v not in (None, [], {}) and k not in ("lines",):
+            base.setdefault(k, v)
+            if base[k] in (None, [], {}):
+                base[k] = v
+    for k in ("description", "footer", "metadata", "auto_advance", "days_until_due", "due_date"):
+        if call.param(k) is not None:
+            base[k] = obj.get(k)
+    if call.param("days_until_due") and base["collection_method"] == "send_invoice":
+        base["due_date"] = call.now + int(call.param("days_until_due")) * 86400
+    base["automatically_finalizes_at"] = call.now + 3600 if base.get("auto_advance") else None
+    base["currency"] = call.param("currency") or cus.obj.get("currency") or "usd"
+    obj.clear()
+    obj.update(base)
+
+
+@invoice.after_create
+def _invoice_created(call: Call, rec: Record) -> None:
+    if call.param("pending_invoice_items_behavior") != "include":
+        return
+    if _pull_pending_items(call, rec):
+        refresh_invoice(call, rec.id, event=False)
+
+
+def _pull_pending_items(call: Call, rec: Record, subscription: str | None = None) -> bool:
+    """Move the customer's pending invoice items onto invoice `rec`, one line each; for a
+    subscription's invoice, those made for another subscription stay pending."""
+    em = call.em
+    moved = False
+    for ii in list(em.store.index("invoiceitem").records()):
+        if ii.obj.get("customer") != rec.obj.get("customer") or ii.obj.get("invoice"):
+            continue
+        details = (ii.obj.get("parent") or {}).get("subscription_details") or {}
+        if subscription is not None and details.get("subscription") not in (None, subscription):
+            continue
+        before = ii.copy()
+        ii.obj["invoice"] = rec.id
+        em.changed(call, ii, before, event=None)
+        _line_for_item(call, ii)
+        moved = True
+    return moved
+
+
+@invoice.action("finalize_invoice")
+def _invoice_finalize(call: Call, rec: Record) -> Any:
+    _finalize(call, rec, updated=True)
+    if call.param("auto_advance") is not None:
+        rec.obj["auto_advance"] = call.param("auto_advance")
+        rec.touch()
+    if rec.obj.get("amount_due") == 0:
+        _pay(call, rec, updated=True)
+    return rec
+
+
+@invoice.action("pay")
+def _invoice_pay(call: Call, rec: Record) -> Any:
+    _pay(call, rec, updated=True)
+    return rec
+
+
+def _transition(call: Call, rec: Record, status: str, stamp: str, event: str) -> Any:
+    em = call.em
+    if rec.obj.get("status") != "open":
+        raise StripeError.invalid(
+            f"You can only {event.rstrip('ed').replace('_', ' ')} an open invoice; this invoice "
+            f"is {rec.obj.get('status')}."
+        )
+    before = rec.copy()
+    rec.obj["status"] = status
+    rec.obj["status_transitions"][stamp] = call.now
+    rec.obj["amount_remaining"] = rec.obj["amount_remaining"] if status != "void" else 0
+    prev = em.changed(call, rec, before, event=None)
+    em.emit_for(call, rec, event)
+    if prev:
+        em.emit_for(call, rec, "updated", previous=prev)
+    return rec
+
+
+invoice.actions["void_invoice"] = lambda call, rec: _transition(
+    call, rec, "void", "voided_at", "voided"
+)
+invoice.actions["mark_uncollectible"] = lambda call, rec: _transition(
+    call, rec, "uncollectible", "marked_uncollectible_at", "marked_uncollectible"
+)
+
+
+@invoice.action("send_invoice")
+def _invoice_send(call: Call, rec: Record) -> Any:
+    if rec.obj.get("status") == "draft":
+        _finalize(call, rec, updated=True)
+    call.em.emit_for(call, rec, "sent")
+    return rec
+
+
+@invoice.on_delete
+def _invoice_delete(call: Call, rec: Record) -> None:
+    if rec.obj.get("status") != "draft":
+        raise StripeError.invalid("You can only delete draft invoices.")
+    em = call.em
+    ix = em.store.path_index.get(f"/v1/invoices/{rec.id}/lines")
+    for line in list(ix.records()) if ix is not None else []:
+        em.store.remove(line)
+
+
+def _draft(rec: Record) -> None:
+    if rec.obj.get("status") != "draft":
+        raise StripeError.invalid("You can only modify lines of draft invoices.")
+
+
+@invoice.action("add_lines")
+def _invoice_add_lines(call: Call, rec: Record) -> Any:
+    em = call.em
+    _draft(rec)
+    for spec in call.param("lines") or []:
+        if spec.get("invoice_item"):
+            ii = require_ref(call, "invoiceitem", spec["invoice_item"], "lines[0][invoice_item]")
+            before = ii.copy()
+            ii.obj["invoice"] = rec.id
+            em.changed(call, ii, before, event=None)
+        else:
+            ii_obj = em.new_object("invoiceitem", customer=rec.obj.get("customer"), invoice=rec.id)
+            _fill_invoiceitem(call, ii_obj, spec, rec.obj.get("currency"))
+            ii = em.insert("invoiceitem", ii_obj)
+            em.emit_for(call, ii, "created")
+        _line_for_item(call, ii)
+    refresh_invoice(call, rec.id)
+    return rec
+
+
+@invoice.action("remove_lines")
+def _invoice_remove_lines(call: Call, rec: Record) -> Any:
+    em = call.em
+    _draft(rec)
+    for spec in call.param("lines") or []:
+        line = em.get("line_item", spec["id"])
+        if line is None or line.obj.get("invoice") != rec.id:
+            raise StripeError.missing("line_item", spec["id"], param="lines")
+        ii_id = ((line.obj.get("parent") or {}).get("invoice_item_details") or {}).get(
+            "invoice_item"
+        )
+        em.store.remove(line)
+        ii = em.get("invoiceitem", ii_id) if ii_id else None
+        if ii is not None:
+            if spec.get("behavior") == "delete":
+                em.remove(call, ii)
+            else:
+                before = ii.copy()
+                ii.obj["invoice"] = None
+                em.changed(call, ii, before, event=None)
+    refresh_invoice(call, rec.id)
+    return rec
+
+
+@invoice.action("update_lines")
+def _invoice_update_lines(call: Call, rec: Record) -> Any:
+    em = call.em
+    _draft(rec)
+    for spec in call.param("lines") or []:
+        line = em.get("line_item", spec.get("id", ""))
+        if line is None or line.obj.get("invoice") != rec.id:
+            raise StripeError.missing("line_item", spec.get("id", ""), param="lines")
+        before = line.copy()
+        em.apply_params("InvoiceLineItem", line.obj, spec)
+        if "amount" in spec:
+            line.obj["subtotal"] = spec["amount"]
+        em.changed(call, line, before, event=None)
+    refresh_invoice(call, rec.id)
+    return rec
+
+
+invoice.filters["subscription"] = lambda call, v: (
+    lambda o: (
+        ((o.get("parent") or {}).get("subscription_details") or {}).get("subscription") == v
+        or o.get("subscription") == v
+    )
+)
+
+line_item = behaviour("line_item")
+
+
+@line_item.on_update
+def _line_update(call: Call, rec: Record, before: dict[str, Any]) -> None:
+    inv = call.em.get("invoice", str(rec.obj.get("invoice") or ""))
+    if inv is not None:
+        _draft(inv)
+    if call.param("amount") is not None:
+        rec.obj["subtotal"] = call.param("amount")
+    rec.touch()
+    refresh_invoice(call, rec.obj.get("invoice"))
+
+
+# ---- invoice items -----------------------------------------------------------------------
+
+invoiceitem = behaviour(
+    "invoiceitem",
+    consumes={
+        "pricing",
+        "price_data",
+        "period",
+        "invoice",
+        "subscription",
+        "tax_rates",
+        "discounts",
+    },
+    defaults={"discountable": True, "proration": False, "quantity": 1},
+)
+
+
+def _fill_invoiceitem(
+    call: Call, obj: dict[str, Any], spec: dict[str, Any], currency: str | None
+) -> None:
+    em = call.em
+    price_obj: dict[str, Any] | None = None
+    pricing = spec.get("pricing")
+    if isinstance(pricing, dict) and pricing.get("price"):
+        price_obj = price_copy(call, pricing["price"], "pricing[price]")
+    elif spec.get("price"):
+        price_obj = price_copy(call, spec["price"])
+    elif isinstance(spec.get("price_data"), dict):
+        price_obj = price_from_data(call, spec["price_data"], currency)
+    qty = int(spec.get("quantity") or 1)
+    obj["quantity"] = qty
+    if spec.get("description"):
+        obj["description"] = spec["description"]
+    if isinstance(spec.get("metadata"), dict):
+        obj["metadata"] = {k: v for k, v in spec["metadata"].items() if v}
+    if price_obj is not None:
+        obj["amount"] = int(price_obj.get("unit_amount") or 0) * qty
+        obj["currency"] = price_obj.get("currency", "usd")
+        p = em.shapes.new("InvoiceItem.Pricing")
+        p["price_details"] = {"price": price_obj["id"], "product": price_obj.get("product")}
+        p["unit_amount_decimal"] = price_obj.get("unit_amount_decimal")
+        obj["pricing"] = p
+    elif spec.get("amount") is not None:
+        obj["amount"] = int(spec["amount"])
+        obj["currency"] = spec.get("currency") or obj.get("currency") or currency or "usd"
+    else:
+        raise StripeError.invalid(
+            "You must specify either `amount`, `pricing`, or `price_data`.", param="amount"
+        )
+    now = call.now
+    period = spec.get("period") if isinstance(spec.get("period"), dict) else {}
+    obj["period"] = {"start": period.get("start", now), "end": period.get("end", now)}
+    obj["date"] = now
+    obj["net_amount"] = obj["amount"]
+    obj["quantity_decimal"] = str(qty)
+
+
+@invoiceitem.on_create
+def _invoiceitem_create(call: Call, obj: dict[str, Any]) -> None:
+    cus = require_ref(call, "customer", obj.get("customer"), "customer")
+    _fill_invoiceitem(call, obj, call.params, cus.obj.get("currency"))
+    inv_id = call.param("invoice")
+    if inv_id:
+        inv = require_ref(call, "invoice", inv_id, "invoice")
+        _draft(inv)
+        obj["invoice"] = inv_id
+
+
+@invoiceitem.after_create
+def _invoiceitem_created(call: Call, rec: Record) -> None:
+    if rec.obj.get("invoice"):
+        _line_for_item(call, rec)
+        refresh_invoice(call, rec.obj["invoice"])
+
+
+def _line_for_item(call: Call, ii: Record) -> Record:
+    em = call.em
+    o = ii.obj
+    pricing = o.get("pricing") or {}
+    price_id = (pricing.get("price_details") or {}).get("price")
+    price_obj = em.get("price", price_id).copy() if price_id and em.get("price", price_id) else None
+    line = _new_line(
+        call,
+        o["invoice"],
+        int(o.get("amount") or 0),
+        o.get("currency", "usd"),
+        int(o.get("quantity") or 1),
+        price_obj,
+    )
+    line["description"] = o.get("description")
+    line["period"] = dict(o.get("period") or line["period"])
+    line["metadata"] = dict(o.get("metadata") or {})
+    lp = em.shapes.new("InvoiceLineItem.Parent")
+    lp["type"] = "invoice_item_details"
+    lp["invoice_item_details"] = {
+        "invoice_item": ii.id,
+        "proration": False,
+        "proration_details": {"credited_items": None},
+        "subscription": None,
+    }
+    line["parent"] = lp
+    return em.insert("line_item", line)
+
+
+def _lines_of_item(em: Emulator, ii: Record) -> list[Record]:
+    path = f"/v1/invoices/{ii.obj.get('invoice')}/lines"
+    ix = em.store.path_index.get(path)
+    out = []
+    for line in ix.records() if ix is not None else []:
+        det = (line.obj.get("parent") or {}).get("invoice_item_details") or {}
+        if det.get("invoice_item") == ii.id:
+            out.append(line)
+    return out
+
+
+@invoiceitem.on_update
+def _invoiceitem_update(call: Call, rec: Record, before: dict[str, Any]) -> None:
+    em = call.em
+    if call.param("amount") is not None or call.param("quantity") is not None:
+        if call.param("amount") is None and rec.obj.get("pricing"):
+            pid = rec.obj["pricing"]["price_details"]["price"]
+            p = em.get("price", pid)
+            unit = int(p.obj.get("unit_amount") or 0) if p else 0
+            rec.obj["amount"] = unit * int(rec.obj.get("quantity") or 1)
+        rec.obj["net_amount"] = rec.obj["amount"]
+    if rec.obj.get("invoice"):
+        for line in _lines_of_item(em, rec):
+            lb = line.copy()
+            line.obj.update(
+                amount=rec.obj["amount"],
+                subtotal=rec.obj["amount"],
+                description=rec.obj.get("description"),
+                quantity=rec.obj.get("quantity"),
+                metadata=dict(rec.obj.get("metadata") or {}),
+            )
+            em.changed(call, line, lb, event=None)
+        rec.touch()
+        refresh_invoice(call, rec.obj["invoice"])
+
+
+@invoiceitem.on_delete
+def _invoiceitem_delete(call: Call, rec: Record) -> None:
+    em = call.em
+    inv_id = rec.obj.get("invoice")
+    if inv_id:
+        inv = em.get("invoice", inv_id)
+        if inv is not None and inv.obj.get("status") != "draft":
+            raise StripeError.invalid(
+                "Invoice items attached to a finalized invoice cannot be deleted."
+            )
+        for line in _lines_of_item(em, rec):
+            em.store.remove(line)
+        refresh_invoice(call, inv_id)
+
+
+invoiceitem.filters["pending"] = lambda call, v: lambda o: (not o.get("invoice")) == v
+
+
+# ---- upcoming invoices -------------------------------------------------------------------
+
+
+def preview_invoice(call: Call, *, all_subscriptions: bool) -> dict[str, Any]:
+    """The invoice a customer (or one subscription) would get next, without keeping it."""
+    em = call.em
+    sub_id = call.param("subscription")
+    cus_id = call.param("customer")
+    subs: list[Record] = []
+    if sub_id:
+        subs = [require_ref(call, "subscription", sub_id, "subscription")]
+        cus_id = cus_id or subs[0].obj.get("customer")
+        if subs[0].obj.get("status") in ("canceled", "incomplete_expired"):
+            raise _no_upcoming(cus_id)  # an ended subscription bills nothing more
+    if not cus_id:
+        raise StripeError.invalid("Missing required param: customer.", param="customer")
+    cus = require_ref(call, "customer", cus_id, "customer")
+    if not sub_id and all_subscriptions:
+        ix = em.store.path_index.get(f"/v1/subscriptions?customer={cus.id}")
+        subs = [
+            s
+            for s in (ix.records() if ix is not None else [])
+            if s.obj.get("status") in ("active", "trialing", "past_due")
+        ]
+    inv = _new_invoice(call, cus.obj, "charge_automatically")
+    inv["id"] = f"upcoming_{inv['id']}"
+    lines: list[dict[str, Any]] = []
+    next_start = None
+    for s in subs:
+        for it in s.obj["items"]["data"]:
+            p = it["price"]
+            qty = it.get("quantity") or 1
+            amount = int(p.get("unit_amount") or 0) * qty
+            line = _new_line(call, inv["id"], amount, p.get("currency", "usd"), qty, p)
+            start = it.get("current_period_end") or call.now
+            length = start - (it.get("current_period_start") or start)
+            line["period"] = {"start": start, "end": start + length}
+            line["subscription"] = s.id
+            line["description"] = f"{qty} \u00d7 {p.get('nickname') or p.get('product')}"
+            next_start = start if next_start is None else min(next_start, start)
+            lines.append(line)
+    for ii in em.store.index("invoiceitem").records():
+        if ii.obj.get("customer") == cus.id and not ii.obj.get("invoice"):
+            o = ii.obj
+            line = _new_line(
+                call,
+                inv["id"],
+                int(o.get("amount") or 0),
+                o.get("currency", "usd"),
+                int(o.get("quantity") or 1),
+                None,
+            )
+            line["description"] = o.get("description")
+            lines.append(line)
+    if not lines:  # no subscription to renew and no pending invoice item
+        raise _no_upcoming(cus.id)
+    inv["lines"] = listobject(lines, f"/v1/invoices/{inv['id']}/lines")
+    total = sum(x["amount"] for x in lines)
+    inv.update(
+        subtotal=total,
+        subtotal_excluding_tax=total,
+        total=total,
+        total_excluding_tax=total,
+        amount_due=total,
+        amount_remaining=total,
+    )
+    if subs:
+        inv["currency"] = subs[0].obj.get("currency") or "usd"
+        parent = em.shapes.new("Invoice.Parent")
+        parent["type"] = "subscription_details"
+        parent["subscription_details"] = {
+            "metadata": dict(subs[0].obj.get("metadata") or {}),
+            "subscription": subs[0].id,
+            "subscription_proration_date": None,
+        }
+        inv["parent"] = parent
+        inv["billing_reason"] = "subscription_cycle"
+    if next_start is not None:
+        inv["period_start"] = next_start
+        inv["period_end"] = next_start
+        inv["next_payment_attempt"] = next_start + 3600
+        inv["created"] = next_start
+    inv["automatically_finalizes_at"] = None
+    return inv
+
+
+def _no_upcoming(cus_id: Any) -> StripeError:
+    """Stripe's answer when there is nothing to preview."""
+    return StripeError(
+        404, f"No upcoming invoices for customer: {cus_id}", code="invoice_upcoming_none"
+    )
+
+
+@endpoint("POST", "/v1/invoices/create_preview")
+def _create_preview(call: Call) -> Any:
+    return preview_invoice(call, all_subscriptions=False)
