@@ -4,6 +4,7 @@ latency, reset."""
 from __future__ import annotations
 
 import time
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -70,6 +71,18 @@ def test_clock_moves_created(emulator):
     assert abs(now - after) <= 2
     with pytest.raises(RuntimeError):
         emulator.controls.control("POST", "clock", {"advance": -5})
+
+
+def test_a_skewed_clock_dates_objects_and_responses(emulator):
+    now = emulator.controls.skew(-90)  # Stripe's clock 90 s behind this machine's
+    assert abs(now - (time.time() - 90)) <= 2
+    r = httpx.get(f"{emulator.url}/v1/customers", headers={"Authorization": "Bearer sk_test_x"})
+    dated = parsedate_to_datetime(r.headers["date"]).timestamp()
+    assert abs(dated - (time.time() - 90)) <= 2
+    assert abs(emulator.stripe().v1.customers.create().created - dated) <= 2
+    with pytest.raises(RuntimeError):
+        emulator.controls.control("POST", "clock", {"skew": "soon"})
+    assert abs(emulator.controls.skew(0) - time.time()) <= 2
 
 
 def test_restricted_keys(emulator):
