@@ -376,7 +376,12 @@ def _subscriptions(
 def _paid_invoice(
     em: Emulator, cus: dict[str, Any], sub: dict[str, Any], items: list[Record], created: int
 ) -> str:
-    from stripesync.emulator.behaviours import embedded_list
+    from stripesync.emulator.behaviours import (
+        embedded_list,
+        set_invoice_totals,
+        subscription_invoice_parent,
+        subscription_line_parent,
+    )
 
     inv = em.new_object(
         "invoice",
@@ -405,14 +410,7 @@ def _paid_invoice(
     st = em.shapes.new("Invoice.StatusTransitions")
     st.update(finalized_at=created, paid_at=created)
     inv["status_transitions"] = st
-    parent = em.shapes.new("Invoice.Parent")
-    parent["type"] = "subscription_details"
-    parent["subscription_details"] = {
-        "metadata": {},
-        "subscription": sub["id"],
-        "subscription_proration_date": None,
-    }
-    inv["parent"] = parent
+    inv["parent"] = subscription_invoice_parent(em, sub)
     total = 0
     for it in items:
         o = it.obj
@@ -433,30 +431,13 @@ def _paid_invoice(
             subscription=sub["id"],
         )
         line["period"] = {"start": o["current_period_start"], "end": o["current_period_end"]}
-        lp = em.shapes.new("InvoiceLineItem.Parent")
-        lp["type"] = "subscription_item_details"
-        lp["subscription_item_details"] = {
-            "invoice_item": None,
-            "proration": False,
-            "proration_details": {"credited_items": None},
-            "subscription": sub["id"],
-            "subscription_item": it.id,
-        }
-        line["parent"] = lp
+        line["parent"] = subscription_line_parent(em, sub["id"], it.id)
         pricing = em.shapes.new("InvoiceLineItem.Pricing")
         pricing["price_details"] = {"price": o["price"]["id"], "product": o["price"]["product"]}
         pricing["unit_amount_decimal"] = o["price"].get("unit_amount_decimal")
         line["pricing"] = pricing
         em.insert("line_item", line)
-    inv.update(
-        subtotal=total,
-        subtotal_excluding_tax=total,
-        total=total,
-        total_excluding_tax=total,
-        amount_due=total,
-        amount_paid=total,
-        amount_remaining=0,
-    )
+    set_invoice_totals(inv, total, paid=total)
     inv["lines"] = embedded_list(em, f"/v1/invoices/{inv['id']}/lines")
     em.insert("invoice", inv)
     return str(inv["id"])

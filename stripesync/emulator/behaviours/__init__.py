@@ -25,6 +25,9 @@ from stripesync.emulator.behaviours.common import (
     make_bank_account,
     make_card,
     plan_from_price,
+    set_invoice_totals,
+    subscription_invoice_parent,
+    subscription_line_parent,
 )
 from stripesync.emulator.behaviours.invoices import preview_invoice, refresh_invoice
 
@@ -36,4 +39,7 @@ __all__ = [
     "plan_from_price",
     "preview_invoice",
     "refresh_invoice",
+    "set_invoice_totals",
+    "subscription_invoice_parent",
+    "subscription_line_parent",
 ]

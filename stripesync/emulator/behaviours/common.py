@@ -220,3 +220,42 @@ def balance_txn(em: Emulator, amount: int, currency: str, type_: str, source: st
     )
     em.insert("balance_transaction", txn)
     return str(txn["id"])
+
+
+def subscription_invoice_parent(em: Emulator, sub: dict[str, Any]) -> dict[str, Any]:
+    """An invoice's `parent` when subscription `sub` made it."""
+    parent = em.shapes.new("Invoice.Parent")
+    parent["type"] = "subscription_details"
+    parent["subscription_details"] = {
+        "metadata": dict(sub.get("metadata") or {}),
+        "subscription": sub["id"],
+        "subscription_proration_date": None,
+    }
+    return parent
+
+
+def subscription_line_parent(em: Emulator, sub_id: str, item_id: str) -> dict[str, Any]:
+    """An invoice line's `parent` when subscription item `item_id` bills it."""
+    parent = em.shapes.new("InvoiceLineItem.Parent")
+    parent["type"] = "subscription_item_details"
+    parent["subscription_item_details"] = {
+        "invoice_item": None,
+        "proration": False,
+        "proration_details": {"credited_items": None},
+        "subscription": sub_id,
+        "subscription_item": item_id,
+    }
+    return parent
+
+
+def set_invoice_totals(inv: dict[str, Any], total: int, *, paid: int = 0) -> None:
+    """An invoice's amounts for lines summing to `total` (no tax, no discount)."""
+    inv.update(
+        subtotal=total,
+        subtotal_excluding_tax=total,
+        total=total,
+        total_excluding_tax=total,
+        amount_due=total,
+        amount_paid=paid,
+        amount_remaining=total - paid,
+    )

@@ -10,6 +10,8 @@ from stripesync.emulator.behaviours.common import (
     price_copy,
     price_from_data,
     require_ref,
+    set_invoice_totals,
+    subscription_invoice_parent,
 )
 from stripesync.emulator.errors import StripeError
 from stripesync.emulator.registry import behaviour, endpoint
@@ -583,25 +585,10 @@ def preview_invoice(call: Call, *, all_subscriptions: bool) -> dict[str, Any]:
     if not lines:  # no subscription to renew and no pending invoice item
         raise _no_upcoming(cus.id)
     inv["lines"] = listobject(lines, f"/v1/invoices/{inv['id']}/lines")
-    total = sum(x["amount"] for x in lines)
-    inv.update(
-        subtotal=total,
-        subtotal_excluding_tax=total,
-        total=total,
-        total_excluding_tax=total,
-        amount_due=total,
-        amount_remaining=total,
-    )
+    set_invoice_totals(inv, sum(x["amount"] for x in lines))
     if subs:
         inv["currency"] = subs[0].obj.get("currency") or "usd"
-        parent = em.shapes.new("Invoice.Parent")
-        parent["type"] = "subscription_details"
-        parent["subscription_details"] = {
-            "metadata": dict(subs[0].obj.get("metadata") or {}),
-            "subscription": subs[0].id,
-            "subscription_proration_date": None,
-        }
-        inv["parent"] = parent
+        inv["parent"] = subscription_invoice_parent(em, subs[0].obj)
         inv["billing_reason"] = "subscription_cycle"
     if next_start is not None:
         inv["period_start"] = next_start

@@ -11,6 +11,8 @@ from stripesync.emulator.behaviours.common import (
     price_copy,
     price_from_data,
     require_ref,
+    subscription_invoice_parent,
+    subscription_line_parent,
 )
 from stripesync.emulator.behaviours.invoices import (
     _finalize,
@@ -118,14 +120,7 @@ def _subscription_invoice(call: Call, sub: dict[str, Any], cus: Record, reason: 
     inv = _new_invoice(call, cus.obj, sub.get("collection_method") or "charge_automatically")
     inv["billing_reason"] = reason
     inv["currency"] = sub.get("currency") or "usd"
-    parent = em.shapes.new("Invoice.Parent")
-    parent["type"] = "subscription_details"
-    parent["subscription_details"] = {
-        "metadata": dict(sub.get("metadata") or {}),
-        "subscription": sub["id"],
-        "subscription_proration_date": None,
-    }
-    inv["parent"] = parent
+    inv["parent"] = subscription_invoice_parent(em, sub)
     rec = em.insert("invoice", inv)
     trialing = sub.get("status") == "trialing"
     ix = em.store.path_index.get(_items_path(sub["id"]))
@@ -141,16 +136,7 @@ def _subscription_invoice(call: Call, sub: dict[str, Any], cus: Record, reason: 
             if trialing
             else f"{qty} \u00d7 {p.get('nickname') or p.get('product')}"
         )
-        lp = em.shapes.new("InvoiceLineItem.Parent")
-        lp["type"] = "subscription_item_details"
-        lp["subscription_item_details"] = {
-            "invoice_item": None,
-            "proration": False,
-            "proration_details": {"credited_items": None},
-            "subscription": sub["id"],
-            "subscription_item": it.id,
-        }
-        line["parent"] = lp
+        line["parent"] = subscription_line_parent(em, sub["id"], it.id)
         line["subscription"] = sub["id"]
         line["period"] = {
             "start": it.obj["current_period_start"],
