@@ -364,6 +364,7 @@ class Runner:
                 collections=self.config.collections,
                 lag_budget=self.config.lag_budget,
                 phase=lambda: self.state.phase,
+                clock_offset=lambda: self.api.clock.offset if self.api.clock.known else None,
             )
         )
         app = create_app(

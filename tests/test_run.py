@@ -148,6 +148,7 @@ def test_run_backfills_follows_serves_and_stops(emulator, database_url, run_proc
     page = httpx.get(f"{url}/", timeout=5)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     status = httpx.get(f"{url}/status.json", timeout=5).json()
+    assert abs(status["stripe_clock_offset_seconds"]) < 1.5  # the emulator runs here
     assert "customer" in json.dumps(status) and KEY not in page.text
     assert KEY not in metrics and KEY not in health.text
     assert proc.stop() == 0

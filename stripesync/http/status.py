@@ -238,8 +238,10 @@ class StatusCollector:
         collections: Sequence[str] | None = None,
         lag_budget: float | None = None,
         phase: Callable[[], str] | None = None,
+        clock_offset: Callable[[], float | None] | None = None,
     ) -> None:
         self.pool = pool
+        self.clock_offset = clock_offset  # Stripe's clock minus this machine's
         self.schema = schema
         self.lag = lag
         self.history = history if history is not None else FreshnessHistory()
@@ -264,6 +266,7 @@ class StatusCollector:
             "generated_at": _iso(now),
             "schema": self.schema,
             "phase": phase,
+            "stripe_clock_offset_seconds": _clock_offset(self.clock_offset),
             "database": {"ok": True, "error": None},
             "freshness": {
                 "lag_seconds": None if lag is None else round(lag, 3),
@@ -834,3 +837,13 @@ td.reason::before{display:block}
 .plot{height:140px}
 }
 """
+
+
+def _clock_offset(read: Callable[[], float | None] | None) -> float | None:
+    """Stripe's clock minus this machine's, rounded; None before any response."""
+    if read is None:
+        return None
+    with contextlib.suppress(Exception):
+        offset = read()
+        return None if offset is None else round(offset, 3)
+    return None

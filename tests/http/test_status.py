@@ -179,6 +179,16 @@ async def test_status_json_has_one_row_per_collection(pool, errors):
     assert data["errors"][0]["logger"] == "stripesync.live"
 
 
+async def test_stripe_clock_offset_is_reported(pool):
+    def broken() -> float:
+        raise RuntimeError("no clock")
+
+    for reader, expected in ((None, None), (lambda: None, None), (lambda: -30.12345, -30.123),
+                             (broken, None)):
+        data = await StatusCollector(pool, "stripe", catalog=CAT, clock_offset=reader).collect()
+        assert data["stripe_clock_offset_seconds"] == expected
+
+
 async def test_big_tables_are_estimated(pool, monkeypatch, database_url):
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
         await c.execute("ANALYZE stripe.customer")
