@@ -197,6 +197,13 @@ def test_proxy_workers_each_write_through_to_stripe(emulator, database_url, run_
         )
         assert _count(database_url, "SELECT email FROM stripe.customer WHERE id = %s",
                       new_id) == f"worker{served_by}@example.com"
+    # the first process's /metrics counts the writes of both workers
+    url = proc.wait_for("status and metrics: ").split(": ", 1)[1]
+    wanted = 'stripesync_proxy_writes_total{collection="customer",outcome="accepted"} 2.0'
+    deadline = time.monotonic() + 10
+    while wanted not in (metrics := httpx.get(f"{url}/metrics", timeout=5).text):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.1)
     assert proc.stop() == 0
     assert not Path(f"/proc/{worker}").exists()  # stopped and reaped by the run
     assert KEY not in proc.text() and password not in proc.text()

@@ -15,6 +15,8 @@ series.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stripesync.obs.stripe_paths import LITERAL_SEGMENTS, VERSIONS
@@ -154,9 +156,23 @@ def record_store_batch(rows: int, seconds: float) -> None:
     STORE_BATCH_SECONDS.observe(seconds)
 
 
+ProxyWriteSink = Callable[[str, str, float], None]
+_proxy_write_sink: ProxyWriteSink | None = None
+
+
+def send_proxy_writes_to(sink: ProxyWriteSink | None) -> None:
+    """Hand this process's proxy writes to `sink` instead of counting them here (a
+    proxy worker hands them to the first process, whose /metrics counts them all)."""
+    global _proxy_write_sink
+    _proxy_write_sink = sink
+
+
 def record_proxy_write(collection: str, outcome: str, seconds: float) -> None:
     """One write through the proxy; `outcome` is 'accepted' or 'refused'."""
     if outcome not in PROXY_OUTCOMES:
         raise ValueError(f"unknown proxy write outcome {outcome!r}")
+    if _proxy_write_sink is not None:
+        _proxy_write_sink(collection, outcome, seconds)
+        return
     PROXY_WRITES.labels(collection, outcome).inc()
     PROXY_WRITE_SECONDS.labels(outcome).observe(seconds)

@@ -17,7 +17,12 @@ from pathlib import Path
 from stripesync.obs.logs import FORMATS, LEVELS, setup_logging
 from stripesync.proxy.server import DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, ProxyServer
 from stripesync.proxy.upstream import UpstreamError
-from stripesync.proxy.workers import ProxyWorkers, WorkerError, WorkerSettings
+from stripesync.proxy.workers import (
+    ProxyWorkers,
+    WorkerError,
+    WorkerSettings,
+    forward_proxy_writes,
+)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -182,6 +187,8 @@ async def _serve(proxy: ProxyServer, args: argparse.Namespace | None = None) -> 
         if args is not None and args.worker is not None:
             watch, _ = await loop.connect_read_pipe(lambda: _ParentWatch(stop), sys.stdin)
             stack.callback(watch.close)
+            if proxy.peer_dir is not None:  # the first process counts this one's writes
+                stack.callback(forward_proxy_writes(proxy.peer_dir))
         if args is not None and args.api_key:
             # writes to synced tables: Stripe first, then the store on a pooled connection
             from psycopg_pool import AsyncConnectionPool

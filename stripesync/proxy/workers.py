@@ -14,19 +14,27 @@ in ``peer_dir`` (see :mod:`stripesync.proxy.server`).
 - **Lifetime.** A worker that exits on its own is started again (its sessions are lost,
   as they would be with a crashed PostgreSQL backend) after a pause that doubles up to
   30 s. A worker ends when its parent closes its stdin, or dies: no orphans.
+- **Metrics.** A worker sends each proxy write it records (collection, outcome,
+  seconds) to the first process as a datagram on ``peer_dir/metrics.sock``, so the
+  first process's ``/metrics`` counts the writes of every worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ProxyWorkers", "WorkerSettings"]
+from stripesync.obs.metrics import record_proxy_write, send_proxy_writes_to
+
+__all__ = ["ProxyWorkers", "WorkerSettings", "forward_proxy_writes"]
 
 log = logging.getLogger("stripesync.proxy")
 
@@ -35,6 +43,41 @@ STOP_TIMEOUT_S = 10.0
 RESTART_DELAY_S = 0.5
 RESTART_DELAY_MAX_S = 30.0
 READY_PREFIX = "proxy listening on "
+
+
+def metrics_socket(peer_dir: Path) -> str:
+    """Where the first process takes the proxy writes its workers recorded."""
+    return str(peer_dir / "metrics.sock")
+
+
+class _ProxyWriteSink(asyncio.DatagramProtocol):
+    """The first process's end: each datagram is one worker's proxy write."""
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        try:
+            collection, outcome, seconds = json.loads(data)
+            record_proxy_write(str(collection), str(outcome), float(seconds))
+        except (ValueError, TypeError):
+            log.debug("ignored a malformed proxy-write report from a worker")
+
+
+def forward_proxy_writes(peer_dir: Path) -> Callable[[], None]:
+    """In a worker: send the proxy writes to the first process; returns the closer."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    target = metrics_socket(peer_dir)
+
+    def send(collection: str, outcome: str, seconds: float) -> None:
+        with contextlib.suppress(OSError):  # the first process is gone or busy: dropped
+            sock.sendto(json.dumps([collection, outcome, seconds]).encode(), target)
+
+    send_proxy_writes_to(send)
+
+    def close() -> None:
+        send_proxy_writes_to(None)
+        sock.close()
+
+    return close
 
 
 class WorkerError(RuntimeError):
@@ -80,6 +123,7 @@ class ProxyWorkers:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._sink: asyncio.BaseTransport | None = None
         self.restarts = 0
 
     def command(self, worker: int) -> list[str]:
@@ -127,6 +171,12 @@ class ProxyWorkers:
 
     async def start(self) -> None:
         """Start every worker and wait until each listens; WorkerError if one does not."""
+        path = metrics_socket(self.peer_dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._sink, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            _ProxyWriteSink, local_addr=path, family=socket.AF_UNIX
+        )
         try:
             for worker in range(1, self.count):
                 await self._start(worker)
@@ -199,3 +249,6 @@ class ProxyWorkers:
                     proc.kill()
                 await proc.wait()
         self._procs.clear()
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
