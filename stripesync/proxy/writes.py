@@ -664,6 +664,8 @@ class StripeWriteHandler:
                     (ids,),
                 )
                 existing = {str(k): float(t) for k, t in await cur.fetchall()}
+                # the child tables this database has (a run may sync only some collections)
+                kids = await self.store.present(conn, self.catalog.children_of(collection.name))
                 assert self.api is not None  # a write was applied, so there is an API
                 now = fetch_time(self.api.clock.now())
                 upserts: list[Incoming] = []
@@ -679,7 +681,7 @@ class StripeWriteHandler:
                         continue
                     parent = call.parent_id or parent_id(collection, obj)
                     upserts.append(Incoming(obj, stripe_time=when, parent_id=parent))
-                    for child in self.catalog.children_of(collection.name):
+                    for child in kids:
                         embedded = embedded_children(obj, child) or []
                         for item in embedded:
                             children.setdefault(child.name, []).append(
@@ -696,7 +698,7 @@ class StripeWriteHandler:
                         collection,
                         deletes,
                         deleted_at=when,
-                        children=self.catalog.children_of(collection.name),
+                        children=kids,
                     )
         except Exception as exc:  # Stripe changed it: the sync brings it
             log.warning("could not store %d %s written at Stripe: %s", len(applied),

@@ -135,7 +135,8 @@ class Store:
         event_id: str | None = None,
         children: Sequence[Collection] = (),
     ) -> int:
-        """Remove rows (and their children's rows) and record tombstones."""
+        """Remove rows (and their children's rows, where their tables exist) and record
+        tombstones."""
         if not ids:
             return 0
         t = f"{quote(self.schema)}.{quote(collection.table)}"
@@ -146,7 +147,7 @@ class Store:
             (list(ids), deleted_at),
         )
         removed = cur.rowcount
-        for child in children:
+        for child in await self.present(conn, children):
             ct = f"{quote(self.schema)}.{quote(child.table)}"
             await conn.execute(
                 f"DELETE FROM {ct} WHERE _parent_id = ANY(%s)",  # type: ignore[arg-type]
@@ -162,6 +163,18 @@ class Store:
             (collection.name, list(ids), deleted_at, event_id),
         )
         return removed
+
+    async def present(self, conn: Conn, collections: Sequence[Collection]) -> list[Collection]:
+        """Those of `collections` whose table is in the schema (a run may sync only some)."""
+        if not collections:
+            return []
+        cur = await conn.execute(
+            "SELECT t FROM unnest(%s::text[]) AS t WHERE pg_catalog.to_regclass("
+            "pg_catalog.quote_ident(%s) || '.' || pg_catalog.quote_ident(t)) IS NOT NULL",
+            ([c.table for c in collections], self.schema),
+        )
+        tables = {str(row[0]) for row in await cur.fetchall()}
+        return [c for c in collections if c.table in tables]
 
     async def remove(self, conn: Conn, collection: Collection, as_of: Mapping[str, float]) -> int:
         """Remove rows that may come back, leaving no tombstone (an upcoming invoice that

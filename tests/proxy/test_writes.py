@@ -717,3 +717,47 @@ def test_executemany(writes: WriteRig) -> None:
         (f"many{n}@example.com", n * 10) for n in range(5)
     ]
     assert sorted(c.balance for c in _stripe_customers(writes)) == [0, 10, 20, 30, 40]
+
+
+def test_a_schema_with_only_some_collections_stores_deletes_and_creates(
+    writes: WriteRig, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    """A run that syncs only customers has no tables for a customer's children (sources,
+    tax ids, …): a delete through the proxy still removes the row at once."""
+    import asyncio
+
+    from stripesync.catalog import build_catalog
+    from stripesync.schema.migrate import migrate
+
+    async def only_customers() -> None:
+        async with await psycopg.AsyncConnection.connect(
+            writes.database_url, autocommit=True
+        ) as conn:
+            await conn.execute("DROP SCHEMA IF EXISTS only_customers CASCADE")
+            await migrate(conn, "only_customers", build_catalog().select(["customer"]))
+
+    asyncio.run(only_customers())
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(writes.database_url, open=False)
+    handler = StripeWriteHandler(writes.api, pool, schema="only_customers")
+    proxy = start_proxy(writes.database_url, write_handler=handler)
+    proxy.call(pool.open(wait=True))
+    try:
+        with psycopg.connect(proxy.url(writes.database_url), autocommit=True) as conn:
+            notices: list[str] = []
+            conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
+            row = conn.execute(
+                "INSERT INTO only_customers.customer (email) VALUES ('few@example.com') "
+                "RETURNING id"
+            ).fetchone()
+            assert row is not None
+            cur = conn.execute("DELETE FROM only_customers.customer WHERE id = %s", [row[0]])
+            assert cur.rowcount == 1
+            assert notices == []  # stored at once: no "could not store" warning
+        assert writes.rows("SELECT count(*) FROM only_customers.customer") == [(0,)]
+        assert writes.rows("SELECT collection, id FROM only_customers._deletions") == [
+            ("customer", row[0])
+        ]
+    finally:
+        proxy.call(pool.close())
+        with writes.direct() as conn:
+            conn.execute("DROP SCHEMA only_customers CASCADE")

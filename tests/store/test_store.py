@@ -107,6 +107,21 @@ async def test_delete_removes_children_records_a_tombstone_and_blocks_resurrecti
     assert await _rows(conn, "SELECT count(*) FROM stripe.customer") == [(0,)]
 
 
+async def test_delete_skips_child_tables_this_schema_does_not_have(conn):
+    """A run syncing only some collections has no table for some children."""
+    store = Store("stripe")
+    c = CAT["customer"]
+    missing = [x for x in CAT.children_of("customer") if x.name == "bank_account"]
+    assert missing and await store.present(conn, missing) == []
+    await store.upsert(conn, c, [Incoming(_customer("cus_9"), stripe_time=100)])
+    removed = await store.delete(
+        conn, c, ["cus_9"], deleted_at=150, children=[CAT["tax_id"], *missing]
+    )
+    assert removed == 1
+    assert await _rows(conn, "SELECT id FROM stripe._deletions") == [("cus_9",)]
+    assert [x.name for x in await store.present(conn, [CAT["tax_id"], *missing])] == ["tax_id"]
+
+
 async def test_key_given_from_outside_for_upcoming_invoices(conn):
     store = Store("stripe")
     inv = {"object": "invoice", "customer": "cus_1", "amount_due": 500, "created": 5}
