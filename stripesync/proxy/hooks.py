@@ -100,6 +100,15 @@ class ProxySession(Protocol):
         """Write messages to the client (their ``wire()`` bytes), in order."""
         ...
 
+    def reply(self, *messages: Message) -> None:
+        """Send the answer to the claimed statement, as PostgreSQL would send it.
+
+        For an Execute with a row limit, the DataRows beyond it wait for the portal's
+        next Executes (``PortalSuspended`` in between); like PostgreSQL with a
+        ``RETURNING`` statement, the whole write is done before the first row goes.
+        """
+        ...
+
     async def exchange(self, *messages: FrontendMessage) -> list[BackendMessage]:
         """Send messages to the server and return its answers to them.
 

@@ -55,6 +55,7 @@ from stripesync.proxy.messages import (
     Bind,
     CancelRequest,
     Close,
+    DataRow,
     ErrorResponse,
     Execute,
     Flush,
@@ -64,6 +65,7 @@ from stripesync.proxy.messages import (
     ParameterStatus,
     Parse,
     PasswordMessage,
+    PortalSuspended,
     Query,
     ReadyForQuery,
     SSLRequest,
@@ -314,6 +316,10 @@ class ProxyServer:
             log.warning("could not hand a cancel request to proxy worker %d: %s", owner, exc)
 
 
+def _has_row(messages: deque[Message]) -> bool:
+    return any(isinstance(m, DataRow) for m in messages)
+
+
 def peer_socket(peer_dir: Path, worker: int) -> str:
     """The Unix socket on which ``worker`` takes cancel requests from its peers."""
     return str(peer_dir / f"worker-{worker}.sock")
@@ -417,6 +423,8 @@ class _Session(asyncio.Protocol):
         self._exchange_done: asyncio.Future[None] | None = None
         self._statements: dict[str, Parse] = {}  # claimed prepared statements
         self._portals: dict[str, tuple[Parse, Bind]] = {}  # portals of those
+        # rows of a handled Execute beyond its row limit, for the portal's next Executes
+        self._held: dict[str, deque[Message]] = {}
         self.proxy_key: BackendKeyData | None = None
         self.upstream_key: BackendKeyData | None = None
 
@@ -442,6 +450,25 @@ class _Session(asyncio.Protocol):
         if self._state == _CLOSED or self._client is None:
             raise ConnectionError("the client connection is closed")
         self._client.write(b"".join(message.wire() for message in messages))
+
+    def reply(self, *messages: Message) -> None:
+        """The handler's answer to the claimed statement (see ProxySession.reply)."""
+        answering = self._answering
+        limit = answering.max_rows if isinstance(answering, Execute) else 0
+        if limit > 0:
+            rows = 0
+            for i, message in enumerate(messages):
+                if isinstance(message, DataRow):
+                    rows += 1
+                    if rows == limit:
+                        rest = messages[i + 1 :]
+                        if any(isinstance(m, DataRow) for m in rest):
+                            assert isinstance(answering, Execute)
+                            self.send(*messages[: i + 1], PortalSuspended())
+                            self._held[answering.portal] = deque(rest)
+                            return
+                        break
+        self.send(*messages)
 
     async def exchange(self, *messages: FrontendMessage) -> list[BackendMessage]:
         if not self._in_handler:
@@ -731,12 +758,18 @@ class _Session(asyncio.Protocol):
                 self._take(self._intercept_parse(message))
                 return True
         elif isinstance(message, Bind):
+            self._held.pop(message.portal, None)
             parse = self._statements.get(message.statement)
             if parse is not None:
                 self._portals[message.portal] = (parse, message)
             else:
                 self._portals.pop(message.portal, None)
         elif isinstance(message, Execute):
+            held = self._held.get(message.portal)
+            if held is not None:  # the rest of a handled Execute's rows
+                self._write_upstream(out)
+                self._take(self._intercept_held(message, held))
+                return True
             claimed = self._portals.get(message.portal)
             if claimed is not None:
                 self._write_upstream(out)
@@ -744,6 +777,8 @@ class _Session(asyncio.Protocol):
                 return True
         elif isinstance(message, Close):
             (self._statements if message.kind == "S" else self._portals).pop(message.name, None)
+            if message.kind != "S":
+                self._held.pop(message.name, None)
         return False
 
     def _take(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -758,6 +793,24 @@ class _Session(asyncio.Protocol):
             return await self.handler.handle_query(self, query)
 
         await self._intercept(query, run)
+
+    async def _intercept_held(self, execute: Execute, held: deque[Message]) -> None:
+        async def run() -> bool:
+            out: list[Message] = []
+            limit = execute.max_rows
+            rows = 0
+            while held and not (limit > 0 and rows == limit and _has_row(held)):
+                message = held.popleft()
+                rows += isinstance(message, DataRow)
+                out.append(message)
+            if held:
+                out.append(PortalSuspended())
+            else:
+                self._held.pop(execute.portal, None)
+            self.send(*out)
+            return True
+
+        await self._intercept(execute, run)
 
     async def _intercept_parse(self, parse: Parse) -> None:
         async def run() -> bool:

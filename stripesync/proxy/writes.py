@@ -341,7 +341,7 @@ class StripeWriteHandler:
             return True
         self._record(collection, "accepted", started)
         log.info("write to %s accepted by Stripe", collection.name)
-        s.session.send(*reply)
+        s.session.reply(*reply)
         return True
 
     def _record(self, collection: Collection | None, outcome: str, started: float) -> None:

@@ -253,6 +253,47 @@ def test_asyncpg(writes: WriteRig) -> None:
     assert writes.rows("SELECT collection FROM stripe._deletions") == [("customer",)]
 
 
+async def _asyncpg_cursor(rig: WriteRig) -> tuple[list[str], list[str]]:
+    p = _params(rig)
+    conn = await asyncpg.connect(
+        host=p["host"], port=int(p["port"]), user=p["user"], password=p.get("password"),
+        database=p["dbname"], ssl=False,
+    )  # fmt: skip
+    try:
+        async with conn.transaction():
+            # a cursor fetches through a portal, 2 rows per Execute (PortalSuspended between)
+            emails = [
+                row["email"]
+                async for row in conn.cursor(
+                    "INSERT INTO stripe.customer (email) SELECT 'cur' || g || '@example.com' "
+                    "FROM generate_series(1, 5) AS g RETURNING email",
+                    prefetch=2,
+                )
+            ]
+            cursor = await conn.cursor(
+                "UPDATE stripe.customer SET name = 'Cursor' WHERE email LIKE 'cur%' "
+                "RETURNING email"
+            )
+            first = [r["email"] for r in await cursor.fetch(3)]
+        return emails, first
+    finally:
+        await conn.close()
+
+
+def test_asyncpg_cursor_fetches_a_write_in_batches(writes: WriteRig) -> None:
+    emails, first = asyncio.run(_asyncpg_cursor(writes))
+    made = [f"cur{n}@example.com" for n in range(1, 6)]
+    assert sorted(emails) == made  # all five, across three Executes of one portal
+    assert len(first) == 3 and set(first) <= set(made)
+    # the whole UPDATE was made before its first rows came back, as in PostgreSQL
+    names = {c.email: c.name for c in writes.stripe.v1.customers.list({"limit": 100}).data}
+    assert names == dict.fromkeys(made, "Cursor")
+    assert writes.rows("SELECT count(*) FROM stripe.customer WHERE name = 'Cursor'") == [(5,)]
+    # three Executes of the INSERT's portal reached the proxy; the handler ran once
+    inserts = [c for c in writes.handler.claimed if c.parse.query.startswith("INSERT")]
+    assert len(inserts) == 1 and inserts[0].execute.max_rows == 2
+
+
 # ---- SQLAlchemy 2 ORM -----------------------------------------------------------------------
 
 
