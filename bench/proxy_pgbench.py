@@ -41,20 +41,15 @@ from stripesync.db.embedded import EmbeddedPostgres, pg_bin_dir
 TARGET = 0.70
 
 
-def start_proxy(database_url: str, workers: int = 1) -> tuple[subprocess.Popen[str], int]:
+def start_proxy(
+    database_url: str, *flags: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """`stripesync proxy` in its own process on a free port (secrets in `env`)."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stripesync.proxy.cli",
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--workers",
-            str(workers),
-        ],
+        [sys.executable, "-m", "stripesync.proxy.cli", "--proxy-listen", "127.0.0.1:0", *flags],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **(env or {}), "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -184,7 +179,7 @@ def main() -> None:
         pgbench(["-i", "-q", "-s", str(args.scale)], server.port, server.password)
         unix = args.upstream == "unix"
         upstream = server.socket_url if unix else server.tcp_url
-        proxy, proxy_port = start_proxy(upstream, args.workers)
+        proxy, proxy_port = start_proxy(upstream, "--workers", str(args.workers))
         procs.append(proxy)
         targets = {"direct": server.port, "proxy": proxy_port}
         floor = None if args.no_floor else build_floor_relay(parent)

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backfill import control, embedded, start_emulator
+from proxy_pgbench import start_proxy
 
 KEY = "sk_test_bench_proxy_writes"
 
@@ -46,24 +45,6 @@ async def migrate_customer(database_url: str) -> None:
 
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await migrate(conn, "stripe", build_catalog().select(["customer"]))
-
-
-def start_proxy(database_url: str, api_base: str, max_rps: int) -> tuple[Any, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stripesync.proxy.cli", "--proxy-listen", "127.0.0.1:0",
-         "--api-base", api_base, "--max-rps", str(max_rps)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "DATABASE_URL": database_url, "STRIPE_API_KEY": KEY,
-             "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    match = re.fullmatch(r"proxy listening on 127\.0\.0\.1:(\d+)", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"proxy did not start: {line!r}")
-    return proc, int(match.group(1))
 
 
 def timed(conn: psycopg.Connection[Any], sql: str) -> tuple[int, float]:
@@ -86,7 +67,10 @@ def main() -> None:
         proxy = None
         try:
             asyncio.run(migrate_customer(pg.tcp_url))
-            proxy, port = start_proxy(pg.tcp_url, url, args.max_rps)
+            proxy, port = start_proxy(
+                pg.tcp_url, "--api-base", url, "--max-rps", str(args.max_rps),
+                env={"STRIPE_API_KEY": KEY},
+            )
             via_proxy = psycopg.conninfo.make_conninfo(pg.tcp_url, port=str(port))
             n = args.rows
             statements = [

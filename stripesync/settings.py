@@ -20,6 +20,7 @@ from typing import Any
 
 from stripesync.obs.logs import FORMATS, LEVELS
 from stripesync.obs.redact import redact, remember
+from stripesync.proxy.workers import worker_count
 
 DEFAULT_FILE = "stripesync.toml"
 
@@ -44,20 +45,6 @@ def _positive(v: Any) -> float:
     if not f > 0:
         raise ValueError("must be positive")
     return f
-
-
-def _workers(v: Any) -> int:
-    if isinstance(v, bool):
-        raise ValueError("expected a whole number")
-    try:
-        n = int(v)
-    except (TypeError, ValueError):
-        raise ValueError("expected a whole number") from None
-    if isinstance(v, float) and v != n:
-        raise ValueError("expected a whole number")
-    if not 1 <= n <= 256:
-        raise ValueError("must be between 1 and 256")
-    return n
 
 
 def _listen(v: Any) -> str:
@@ -192,7 +179,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "proxy_workers",
             "processes sharing the proxy's port (each relays what one core can)",
-            parse=_workers,
+            parse=worker_count,
             default=1,
             env="STRIPESYNC_PROXY_WORKERS",
         ),

@@ -22,6 +22,7 @@ from stripesync.proxy.workers import (
     WorkerError,
     WorkerSettings,
     forward_proxy_writes,
+    worker_count,
 )
 
 
@@ -42,14 +43,11 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def parse_workers(value: str) -> int:
-    """A positive number of proxy processes."""
+    """A positive number of proxy processes (``--workers``)."""
     try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of workers, got {value!r}") from None
-    if not 1 <= count <= 256:
-        raise argparse.ArgumentTypeError(f"workers must be between 1 and 256, got {count}")
-    return count
+        return worker_count(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse_worker(value: str) -> tuple[int, int]:

@@ -34,15 +34,29 @@ from pathlib import Path
 
 from stripesync.obs.metrics import record_proxy_write, send_proxy_writes_to
 
-__all__ = ["ProxyWorkers", "WorkerSettings", "forward_proxy_writes"]
+__all__ = ["ProxyWorkers", "WorkerSettings", "forward_proxy_writes", "worker_count"]
 
 log = logging.getLogger("stripesync.proxy")
 
+MAX_WORKERS = 256
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 RESTART_DELAY_S = 0.5
 RESTART_DELAY_MAX_S = 30.0
 READY_PREFIX = "proxy listening on "
+
+
+def worker_count(value: object) -> int:
+    """A number of proxy processes, from a flag, the environment or a file (ValueError)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"expected a whole number of workers, got {value!r}")
+    try:
+        count = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number of workers, got {value!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, got {count}")
+    return count
 
 
 def metrics_socket(peer_dir: Path) -> str:

@@ -267,6 +267,7 @@ class StripeWriteHandler:
         analysis = self._analyze(parse.query)
         if analysis is None or not analysis.targets:
             return False
+        started = time.perf_counter()
         s = _Session(session, None, extended=True)
         try:
             synced = await self._synced_targets(s, analysis)
@@ -275,21 +276,10 @@ class StripeWriteHandler:
         if not synced:
             return False
         try:
-            reason = _refusal_reason(analysis, synced, self.schema) or self.refuse
-            if reason is not None:
-                raise Refusal(FEATURE_NOT_SUPPORTED, f"stripesync proxy: {reason}")
-            assert analysis.write is not None and analysis.write_target is not None
-            self._check(analysis, self._by_table[analysis.write_target.table])
+            self._allowed(analysis, synced)
         except Refusal as refusal:
             collection = self._by_table[synced[0].table]
-            self._record(collection, "refused", time.perf_counter())
-            log.warning(
-                "refused write to %s at Parse (%s): %s",
-                collection.name,
-                refusal.sqlstate,
-                " ".join(str(refusal.message).split()),
-            )
-            await session.reject(refusal.to_error())
+            await self._refuse(session, collection, refusal, started, " at Parse")
             return True
         return False
 
@@ -316,22 +306,11 @@ class StripeWriteHandler:
             synced = await self._synced_targets(s, analysis)
             if not synced:
                 return False  # the names resolve to tables of other schemas
-            collection = self._by_table[synced[0].table]
-            reason = _refusal_reason(analysis, synced, self.schema) or self.refuse
-            if reason is not None:
-                raise Refusal(FEATURE_NOT_SUPPORTED, f"stripesync proxy: {reason}")
-            assert analysis.write is not None and analysis.write_target is not None
-            collection = self._by_table[analysis.write_target.table]
+            collection = self._by_table[synced[0].table]  # named if it is refused
+            collection = self._allowed(analysis, synced)
             reply = await self._write(s, analysis, collection)
         except Refusal as refusal:
-            self._record(collection, "refused", started)  # before the client hears of it
-            log.warning(
-                "refused write to %s (%s): %s",
-                collection.name if collection is not None else "a synced table",
-                refusal.sqlstate,
-                " ".join(str(refusal.message).split()),
-            )
-            await s.session.reject(refusal.to_error())
+            await self._refuse(s.session, collection, refusal, started)
             return True
         except _Failed as failed:  # PostgreSQL refused: the server failed along
             self._record(collection, "refused", started)
@@ -343,6 +322,35 @@ class StripeWriteHandler:
         log.info("write to %s accepted by Stripe", collection.name)
         s.session.reply(*reply)
         return True
+
+    def _allowed(self, analysis: Analysis, synced: list[Target]) -> Collection:
+        """The collection written, once Stripe lets one make this write (else Refusal):
+        nothing is evaluated or sent yet."""
+        reason = _refusal_reason(analysis, synced, self.schema) or self.refuse
+        if reason is not None:
+            raise Refusal(FEATURE_NOT_SUPPORTED, f"stripesync proxy: {reason}")
+        assert analysis.write is not None and analysis.write_target is not None
+        collection = self._by_table[analysis.write_target.table]
+        self._check(analysis, collection)
+        return collection
+
+    async def _refuse(
+        self,
+        session: ProxySession,
+        collection: Collection | None,
+        refusal: Refusal,
+        started: float,
+        where: str = "",
+    ) -> None:
+        self._record(collection, "refused", started)  # before the client hears of it
+        log.warning(
+            "refused write to %s%s (%s): %s",
+            collection.name if collection is not None else "a synced table",
+            where,
+            refusal.sqlstate,
+            " ".join(str(refusal.message).split()),
+        )
+        await session.reject(refusal.to_error())
 
     def _record(self, collection: Collection | None, outcome: str, started: float) -> None:
         name = collection.name if collection is not None else "unknown"
@@ -380,7 +388,6 @@ class StripeWriteHandler:
         assert stmt is not None
         kind = write_kind(stmt)
         shape = self.shape(collection)
-        self._check(analysis, collection)
         try:
             ev = evaluation(stmt, shape)
         except RecursionError:
