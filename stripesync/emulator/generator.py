@@ -378,6 +378,7 @@ def _paid_invoice(
 ) -> str:
     from stripesync.emulator.behaviours import (
         embedded_list,
+        line_pricing,
         set_invoice_totals,
         subscription_invoice_parent,
         subscription_line_parent,
@@ -432,10 +433,7 @@ def _paid_invoice(
         )
         line["period"] = {"start": o["current_period_start"], "end": o["current_period_end"]}
         line["parent"] = subscription_line_parent(em, sub["id"], it.id)
-        pricing = em.shapes.new("InvoiceLineItem.Pricing")
-        pricing["price_details"] = {"price": o["price"]["id"], "product": o["price"]["product"]}
-        pricing["unit_amount_decimal"] = o["price"].get("unit_amount_decimal")
-        line["pricing"] = pricing
+        line["pricing"] = line_pricing(em, o["price"])
         em.insert("line_item", line)
     set_invoice_totals(inv, total, paid=total)
     inv["lines"] = embedded_list(em, f"/v1/invoices/{inv['id']}/lines")

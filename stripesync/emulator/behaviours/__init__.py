@@ -22,6 +22,7 @@ from stripesync.emulator.behaviours import (  # noqa: F401  (registers the hooks
 from stripesync.emulator.behaviours.common import (
     EVENT_TYPES,
     embedded_list,
+    line_pricing,
     make_bank_account,
     make_card,
     plan_from_price,
@@ -34,6 +35,7 @@ from stripesync.emulator.behaviours.invoices import preview_invoice, refresh_inv
 __all__ = [
     "EVENT_TYPES",
     "embedded_list",
+    "line_pricing",
     "make_bank_account",
     "make_card",
     "plan_from_price",

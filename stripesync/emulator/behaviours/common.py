@@ -248,6 +248,14 @@ def subscription_line_parent(em: Emulator, sub_id: str, item_id: str) -> dict[st
     return parent
 
 
+def line_pricing(em: Emulator, price: dict[str, Any]) -> dict[str, Any]:
+    """An invoice line's `pricing` when `price` bills it."""
+    pricing = em.shapes.new("InvoiceLineItem.Pricing")
+    pricing["price_details"] = {"price": price["id"], "product": price.get("product")}
+    pricing["unit_amount_decimal"] = price.get("unit_amount_decimal")
+    return pricing
+
+
 def set_invoice_totals(inv: dict[str, Any], total: int, *, paid: int = 0) -> None:
     """An invoice's amounts for lines summing to `total` (no tax, no discount)."""
     inv.update(

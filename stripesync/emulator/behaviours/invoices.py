@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from stripesync.emulator.behaviours.common import (
     embedded_list,
+    line_pricing,
     listobject,
     price_copy,
     price_from_data,
@@ -76,10 +77,7 @@ def _new_line(
     now = call.now
     line["period"] = {"start": now, "end": now}
     if price_obj is not None:
-        pricing = em.shapes.new("InvoiceLineItem.Pricing")
-        pricing["price_details"] = {"price": price_obj["id"], "product": price_obj.get("product")}
-        pricing["unit_amount_decimal"] = price_obj.get("unit_amount_decimal")
-        line["pricing"] = pricing
+        line["pricing"] = line_pricing(em, price_obj)
     return line
 
 
