@@ -82,6 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="the role stripesync and the proxy's store connect as (default: the database "
         "URL's user)",
     )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="the role only reads: no INSERT, UPDATE or DELETE grants, so the proxy refuses "
+        "its writes as PostgreSQL would",
+    )
     p.add_argument("--apply", action="store_true", help="run the statements on the database")
     p.set_defaults(run=cmd_roles)
 
@@ -390,7 +396,9 @@ async def _roles(args: argparse.Namespace) -> int:
     if not owner:
         raise UserError("--owner-role is needed: the database URL names no user")
     try:
-        statements = role_setup_sql(args.schema, str(owner), args.app_role)
+        statements = role_setup_sql(
+            args.schema, str(owner), args.app_role, writes=not args.read_only
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
     if not args.apply:
@@ -403,8 +411,11 @@ async def _roles(args: argparse.Namespace) -> int:
                     await conn.execute(st)  # type: ignore[arg-type]
         except psycopg.Error as e:
             raise UserError(f"role setup: {_db_reason(e)}") from None
-    print_line(f"role setup applied: {args.app_role} reads schema {args.schema}; writes go "
-               "through the proxy")
+    if args.read_only:
+        print_line(f"role setup applied: {args.app_role} reads schema {args.schema}")
+    else:
+        print_line(f"role setup applied: {args.app_role} reads schema {args.schema}; its "
+                   "writes go through the proxy (straight to PostgreSQL they are refused)")
     return EXIT_OK
 
 

@@ -67,6 +67,7 @@ from stripesync.app import (
 from stripesync.catalog import Catalog, Collection, Read, ReadKind, build_catalog
 from stripesync.schema.columns import quote
 from stripesync.schema.ddl import SCHEMA_VERSION
+from stripesync.schema.guard import GUARD_TRIGGER
 from stripesync.stripe_api.client import StripeApi, StripeApiError, key_mode, redact
 from stripesync.stripe_api.clock import WARN_OFFSET_S
 from stripesync.sync.paging import supported
@@ -809,8 +810,9 @@ async def _check_proxy_roles(
     catalog: Catalog,
     report: Report,
 ) -> None:
-    """The proxy relays each client's own login: clients need USAGE and SELECT, and
-    their direct writes to synced tables would bypass Stripe."""
+    """The proxy relays each client's own login: clients need USAGE and SELECT (and
+    INSERT, UPDATE, DELETE to write through the proxy). Their direct writes never
+    commit (the schema's guard), unless they hold TRUNCATE, which the guard trusts."""
     add = report.findings.append
     synced = {c.table for c in catalog}
     rows = await _all(
@@ -819,7 +821,7 @@ async def _check_proxy_roles(
         "count(c.oid) FILTER (WHERE has_table_privilege(r.oid, c.oid, 'SELECT')), "
         "count(c.oid), "
         "array_remove(array_agg(c.relname ORDER BY c.relname) FILTER (WHERE "
-        "has_table_privilege(r.oid, c.oid, 'INSERT, UPDATE, DELETE')), NULL) "
+        "has_table_privilege(r.oid, c.oid, 'TRUNCATE')), NULL) "
         "FROM pg_roles r CROSS JOIN pg_namespace n "
         "LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p') "
         "AND left(c.relname, 1) <> '_' "
@@ -891,11 +893,30 @@ async def _check_proxy_roles(
                 "proxy",
                 f"role {name}",
                 WARN,
-                f"{name} can change {len(tables)} synced table(s) directly ({_some(tables)}): "
-                "such writes bypass Stripe and the sync overwrites them",
-                f"let {name} reach the database only through the proxy (pg_hba.conf), or "
-                f"REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {quote(schema)} "
-                f"FROM {quote(name)}",
+                f"{name} holds TRUNCATE on {len(tables)} synced table(s) ({_some(tables)}): "
+                "the guard trusts it, so its direct writes bypass Stripe (and the sync "
+                "overwrites them)",
+                f"REVOKE TRUNCATE ON ALL TABLES IN SCHEMA {quote(schema)} FROM {quote(name)}",
+            )
+        )
+    unguarded = await _all(
+        conn,
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT EXISTS ("
+        "SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = %s) "
+        "ORDER BY c.relname",
+        (schema, GUARD_TRIGGER),
+    )
+    bare = [str(r[0]) for r in unguarded if str(r[0]) in synced]
+    if bare:
+        add(
+            Finding(
+                "proxy",
+                "guard",
+                WARN,
+                f"{len(bare)} synced table(s) lack the guard that keeps direct writes from "
+                f"committing ({_some(bare)})",
+                "run stripesync run or backfill once: migrations add it",
             )
         )
 

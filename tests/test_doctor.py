@@ -160,7 +160,7 @@ def test_the_table_and_the_summary_line(emulator, database_url, capsys) -> None:
 
 async def test_database_roles_and_privileges(pg_server, database_url, capsys) -> None:
     # a sync role that owns the schema, a reader for the proxy's clients, and a role
-    # that can write a synced table directly
+    # that holds TRUNCATE on a synced table (which the guard trusts)
     sync_role = pg_server.create_role()
     reader = pg_server.create_role()
     writer = pg_server.create_role()
@@ -177,7 +177,7 @@ async def test_database_roles_and_privileges(pg_server, database_url, capsys) ->
             c.execute(sql.SQL("GRANT USAGE ON SCHEMA stripe TO {}").format(sql.Identifier(role)))
         c.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA stripe TO {}").format(
             sql.Identifier(reader.name)))
-        c.execute(sql.SQL("GRANT SELECT, UPDATE ON stripe.customer TO {}").format(
+        c.execute(sql.SQL("GRANT SELECT, UPDATE, TRUNCATE ON stripe.customer TO {}").format(
             sql.Identifier(writer.name)))
     report = doctor.Report()
     from stripesync.app import connect_pool
@@ -195,7 +195,9 @@ async def test_database_roles_and_privileges(pg_server, database_url, capsys) ->
     assert "ALTER DEFAULT PRIVILEGES" in (by_subject["default privileges"].fix or "")
     direct = by_subject[f"role {writer.name}"]
     assert direct.status == "warn" and "customer" in direct.detail
+    assert "REVOKE TRUNCATE" in (direct.fix or "")
     assert f"role {reader.name}" not in by_subject
+    assert "guard" not in by_subject  # migrations added it to every table
     assert not report.fixes
 
     # the reader as the sync role: no CREATE on the schema nor the database (migrations

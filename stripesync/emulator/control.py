@@ -120,6 +120,15 @@ class Controls:
             raise ValueError('POST a JSON object of counts, e.g. {"customers": 1000}')
         return 200, generate(self.em, **data)
 
+    def _requests(self, method: str, data: Any, q: dict[str, str]) -> tuple[int, Any]:
+        """The latest API requests, oldest first (DELETE empties the log)."""
+        if method == "DELETE":
+            self.em.requests.clear()
+            return 200, []
+        return 200, [
+            {"method": m, "path": path, "status": status} for m, path, status in self.em.requests
+        ]
+
     def _stats(self, method: str, data: Any, q: dict[str, str]) -> tuple[int, Any]:
         return 200, {
             "objects": self.em.store.counts(),

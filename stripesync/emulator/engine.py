@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 import re
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ log = logging.getLogger("stripesync.emulator")
 _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(\.[a-z_]+)?\Z")
 _MISSING = object()
 PLATFORM_ACCOUNT = "acct_1EmulatorPlatform0"
+REQUEST_LOG_SIZE = 10_000  # API requests kept in Emulator.requests
 
 
 @dataclass
@@ -147,6 +148,8 @@ class Emulator:
         self.permissions = Permissions()
         self.idempotency: dict[tuple[str, str], _Idem] = {}
         self.responses: Counter[int] = Counter()  # answers by status, for stats
+        # the latest API requests (method, path, status): what tests check was asked
+        self.requests: deque[tuple[str, str, int]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.webhooks.reset()
 
     @property
@@ -169,6 +172,7 @@ class Emulator:
             e = StripeError.api_error(500)
             status, body, extra = e.status, e.to_bytes(), []
         self.responses[status] += 1
+        self.requests.append((req.method, req.path, status))
         return Response(status, body, [("request-id", rid), *extra])
 
     def _handle(self, req: Request, rid: str) -> tuple[int, bytes, list[tuple[str, str]]]:

@@ -189,6 +189,13 @@ class EmulatorClient:
     def generate(self, **counts: Any) -> dict[str, Any]:
         return self.control("POST", "generate", counts)  # type: ignore[no-any-return]
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The latest API requests (method, path, status), oldest first."""
+        return list(self.control("GET", "requests"))
+
+    def clear_requests(self) -> None:
+        self.control("DELETE", "requests")
+
     def stats(self) -> dict[str, Any]:
         return self.control("GET", "stats")  # type: ignore[no-any-return]
 

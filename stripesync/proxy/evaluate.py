@@ -1,23 +1,25 @@
-"""The queries that make PostgreSQL evaluate a write before it goes to Stripe.
+"""The statements that make PostgreSQL evaluate a write before it goes to Stripe.
 
-The proxy does not interpret SQL expressions: it rewrites the client's INSERT, UPDATE or
-DELETE into a SELECT of the same expressions (deparsed verbatim from pglast's tree, the
-client's ``$n`` parameters kept) and runs it on the client's own session:
+The proxy does not interpret SQL expressions, nor decide who may write what: it runs the
+client's own INSERT, UPDATE or DELETE on the client's own session, inside a savepoint (or
+a transaction) that is rolled back at once (the *trial*, run by ``proxy/writes.py``). Its
+RETURNING list is replaced by what the proxy needs, each value as ``to_jsonb(...)`` text
+(timestamps as Unix seconds):
 
-- INSERT: ``SELECT <each given column, cast to its type> FROM (<VALUES or SELECT>) AS
-  _v(<columns>)``; each VALUES cell is cast to its column's type as INSERT would coerce
-  it, DEFAULT is NULL (not given). With ``ON CONFLICT (id)`` the proposed rows become
-  ``excluded`` (every column of the table, NULL where not given) LEFT JOINed to the
-  table, and the DO UPDATE SET expressions and WHERE are evaluated for the rows that
-  exist;
-- UPDATE: ``SELECT <key>, <path columns>, <each SET column: its current value, its new
-  value> FROM <table> [, <FROM items>] WHERE <where>``;
-- DELETE: ``SELECT <key>, <path columns> [, <RETURNING list>] FROM <table> [, <USING
-  items>] WHERE <where>``: the RETURNING of a DELETE is evaluated before the row goes.
+- INSERT: every given column (and, with ``ON CONFLICT (id) DO UPDATE``, every SET column)
+  of each row inserted or updated. Rows ``ON CONFLICT DO NOTHING`` skipped, or whose DO
+  UPDATE WHERE is false, are not returned: they need no call. A key left out reads as the
+  table's placeholder default (``schema/guard.py``);
+- UPDATE: the key, the path columns and each SET column's new value of each row updated;
+- DELETE: the key and the path columns, then the client's own RETURNING list: a DELETE's
+  RETURNING is evaluated before the row goes.
 
-Every value comes back as ``to_jsonb(...)`` text (timestamps as Unix seconds), so the
-handler decodes JSON only. After Stripe answered and the copy is stored, RETURNING is
-``SELECT <RETURNING list> FROM <table> WHERE <key> = ANY($n+1)`` on the client's session.
+So PostgreSQL evaluates every expression once, with the client's parameters (text or
+binary), role, privileges, row-level security, transaction mode and search_path, and
+refuses what it would refuse. The values a row had before (for an UPDATE's ``jsonb``
+differences) are read from the stored copy afterwards (:func:`current_values_query`).
+After Stripe answered and the copy is stored, RETURNING is ``SELECT <RETURNING list> FROM
+<table> WHERE <key> = ANY($n+1)`` on the client's session.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from stripesync.proxy.analyze import deparse
 from stripesync.proxy.params import PathPart, WriteShape
 from stripesync.schema.columns import Column, Kind
 
-__all__ = ["Evaluation", "evaluation", "quote", "returning_query"]
+__all__ = ["Evaluation", "current_values_query", "evaluation", "quote", "returning_query"]
 
 IDEMPOTENCY_SETTING = "stripesync.idempotency_key"
 PARAMS_SETTING = "stripesync.params"  # extra Stripe parameters (JSON) for every call
@@ -43,35 +45,25 @@ def quote(ident: str) -> str:
 
 @dataclass(slots=True)
 class Evaluation:
-    """A SELECT that evaluates a write, and what each of its output columns holds.
+    """The client's write with the proxy's RETURNING list, and what each output holds.
 
-    ``slots`` name the JSON outputs in order ("v:email", "key", "exists", "old:email",
-    "new:email", "do", "path:customer", "idem", "params"); ``returning`` outputs follow them (a
-    DELETE's RETURNING, in the client's formats)."""
+    ``slots`` name the JSON outputs in order ("v:email", "key", "path:customer", "idem",
+    "params"); ``returning`` outputs follow them (a DELETE's RETURNING, in the client's
+    formats)."""
 
     sql: str
     slots: list[str] = field(default_factory=list)
     returning: int = 0  # number of RETURNING outputs after the slots (DELETE only)
     given: list[str] = field(default_factory=list)  # INSERT: the columns named
     sets: list[str] = field(default_factory=list)  # UPDATE / DO UPDATE: the SET columns
+    key: str | None = None  # the slot that holds each row's key
     conflict: str | None = None  # None, "nothing", "update"
 
 
 def _json(expr: str, column: Column) -> str:
     if column.kind is Kind.TIME:
-        return f"to_jsonb(extract(epoch FROM {expr}))"
-    return f"to_jsonb({expr})"
-
-
-def _cast(expr: str, column: Column) -> str:
-    return f"CAST({expr} AS {column.pg_type})"
-
-
-def _value(node: ast.Node) -> str:
-    """A VALUES cell or SET value: DEFAULT is NULL (not given / unset)."""
-    if isinstance(node, ast.SetToDefault):
-        return "NULL"
-    return f"({deparse(node)})"
+        return f"pg_catalog.to_jsonb(extract(epoch FROM {expr}))"
+    return f"pg_catalog.to_jsonb({expr})"
 
 
 def _with(node: ast.WithClause | None) -> str:
@@ -92,7 +84,7 @@ def _path_slot(ref: str, part: PathPart) -> str:
     col = f"{ref}.{quote(part.column)}"
     if part.parent_fallback:
         col = f"coalesce({col}, {ref}._parent_id)"
-    return f"to_jsonb({col})"
+    return f"pg_catalog.to_jsonb({col})"
 
 
 def _targets(targets: tuple[ast.ResTarget, ...] | list[ast.ResTarget]) -> str:
@@ -102,9 +94,16 @@ def _targets(targets: tuple[ast.ResTarget, ...] | list[ast.ResTarget]) -> str:
 def _idem() -> str:
     """The session's settings for the calls: slots "idem" and "params"."""
     return (
-        f"to_jsonb(current_setting('{IDEMPOTENCY_SETTING}', true)), "
-        f"to_jsonb(current_setting('{PARAMS_SETTING}', true))"
+        f"pg_catalog.to_jsonb(pg_catalog.current_setting('{IDEMPOTENCY_SETTING}', true)), "
+        f"pg_catalog.to_jsonb(pg_catalog.current_setting('{PARAMS_SETTING}', true))"
     )
+
+
+def _statement(stmt: ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt, returning: str) -> str:
+    """The client's statement, deparsed, with ``returning`` as its RETURNING list."""
+    bare = type(stmt)(stmt())
+    bare.returningClause = None
+    return f"{deparse(bare)} RETURNING {returning}"
 
 
 def evaluation(
@@ -117,124 +116,75 @@ def evaluation(
     return _delete(stmt, shape)
 
 
-def _source(stmt: ast.InsertStmt, shape: WriteShape, given: list[str]) -> str:
-    """The proposed rows, as ``(<query>) AS _v(<columns>)``."""
-    select = stmt.selectStmt
-    columns = [shape.columns[name] for name in given]
-    alias = f"_v({', '.join(quote(n) for n in given)})" if given else "_v"
-    if select is None:  # DEFAULT VALUES
-        return f"(SELECT) AS {alias}"
-    assert isinstance(select, ast.SelectStmt)
-    pure_values = (
-        select.valuesLists
-        and not select.sortClause
-        and select.limitCount is None
-        and select.limitOffset is None
-        and select.withClause is None
-    )
-    if pure_values:
-        rows = []
-        for cells in select.valuesLists:
-            cast = [_cast(_value(cell), col) for cell, col in zip(cells, columns, strict=False)]
-            rows.append(f"({', '.join(cast)})")
-        return f"(VALUES {', '.join(rows)}) AS {alias}"
-    return f"({deparse(select)}) AS {alias}"
-
-
 def _insert(stmt: ast.InsertStmt, shape: WriteShape) -> Evaluation:
+    _, ref = _table(shape, stmt.relation)
     given = [col.name for col in stmt.cols or ()]
-    source = _source(stmt, shape, given)
-    typed = {name: _cast(f"_v.{quote(name)}", shape.columns[name]) for name in given}
-    occ = stmt.onConflictClause
     out = Evaluation(sql="", given=given)
-    if occ is None:
-        slots = [_json(typed[n], shape.columns[n]) for n in given]
-        out.slots = [f"v:{n}" for n in given] + ["idem", "params"]
-        out.sql = f"{_with(stmt.withClause)}SELECT {', '.join([*slots, _idem()])} FROM {source}"
-        return out
-    # ON CONFLICT: the proposed rows are `excluded`, joined to the rows that exist
-    table, ref = _table(shape, stmt.relation)
-    key = quote(shape.key)
-    everything = [
-        f"{typed[c.name]} AS {quote(c.name)}"
-        if c.name in typed
-        else f"{_cast('NULL', c)} AS {quote(c.name)}"
-        for c in shape.columns.values()
-    ]
-    slots = [_json(f"excluded.{quote(n)}", shape.columns[n]) for n in given]
-    out.slots = [f"v:{n}" for n in given] + ["exists"]
-    slots.append(f"to_jsonb({ref}.{key} IS NOT NULL)")
-    if occ.action == OnConflictAction.ONCONFLICT_UPDATE:
-        out.conflict = "update"
-        exists = f"{ref}.{key} IS NOT NULL"
-        for target in occ.targetList or ():
-            column = shape.columns.get(target.name)
-            if column is None:  # refused earlier by the column check
-                continue
-            out.sets.append(target.name)
-            new = _json(_cast(_value(target.val), column), column)
-            old = _json(f"{ref}.{quote(target.name)}", column)
-            slots.append(f"CASE WHEN {exists} THEN {old} END")
-            slots.append(f"CASE WHEN {exists} THEN {new} END")
-            out.slots += [f"old:{target.name}", f"new:{target.name}"]
-        where = f"coalesce(({deparse(occ.whereClause)}), false)" if occ.whereClause else "true"
-        slots.append(f"to_jsonb(CASE WHEN {exists} THEN {where} ELSE false END)")
-        out.slots.append("do")
-    else:
+    occ = stmt.onConflictClause
+    if occ is not None:
         out.conflict = "nothing"
-    slots.append(_idem())
-    out.slots += ["idem", "params"]
-    out.sql = (
-        f"{_with(stmt.withClause)}SELECT {', '.join(slots)} "
-        f"FROM (SELECT {', '.join(everything)} FROM {source}) AS excluded "
-        f"LEFT JOIN {table} ON {ref}.{key} = excluded.{key}"
-    )
+        out.key = f"v:{shape.key}"
+        if occ.action == OnConflictAction.ONCONFLICT_UPDATE:
+            out.conflict = "update"
+            out.sets = [t.name for t in occ.targetList or () if t.name in shape.columns]
+    names = list(dict.fromkeys([*given, *out.sets]))
+    if out.key is not None and shape.key not in names:
+        names.append(shape.key)
+    slots = [_json(f"{ref}.{quote(n)}", shape.columns[n]) for n in names]
+    out.slots = [f"v:{n}" for n in names] + ["idem", "params"]
+    out.sql = _statement(stmt, ", ".join([*slots, _idem()]))
     return out
 
 
 def _update(stmt: ast.UpdateStmt, shape: WriteShape) -> Evaluation:
-    table, ref = _table(shape, stmt.relation)
+    _, ref = _table(shape, stmt.relation)
     update = shape.update
     assert update is not None
-    slots = [f"to_jsonb({ref}.{quote(shape.key)})"]
-    out = Evaluation(sql="", slots=["key"])
+    slots = [f"pg_catalog.to_jsonb({ref}.{quote(shape.key)})"]
+    out = Evaluation(sql="", slots=["key"], key="key")
     for part in update.path:
         slots.append(_path_slot(ref, part))
         out.slots.append(f"path:{part.brace}")
     for target in stmt.targetList or ():
         column = shape.columns[target.name]
+        if target.name in out.sets:
+            continue  # PostgreSQL refuses a column set twice
         out.sets.append(target.name)
         slots.append(_json(f"{ref}.{quote(target.name)}", column))
-        slots.append(_json(_cast(_value(target.val), column), column))
-        out.slots += [f"old:{target.name}", f"new:{target.name}"]
+        out.slots.append(f"v:{target.name}")
     slots.append(_idem())
     out.slots += ["idem", "params"]
-    sources = [table, *(deparse(item) for item in stmt.fromClause or ())]
-    where = f" WHERE {deparse(stmt.whereClause)}" if stmt.whereClause is not None else ""
-    out.sql = f"{_with(stmt.withClause)}SELECT {', '.join(slots)} FROM {', '.join(sources)}{where}"
+    out.sql = _statement(stmt, ", ".join(slots))
     return out
 
 
 def _delete(stmt: ast.DeleteStmt, shape: WriteShape) -> Evaluation:
-    table, ref = _table(shape, stmt.relation)
+    _, ref = _table(shape, stmt.relation)
     delete = shape.delete
     assert delete is not None
-    slots = [f"to_jsonb({ref}.{quote(shape.key)})"]
-    out = Evaluation(sql="", slots=["key"])
+    slots = [f"pg_catalog.to_jsonb({ref}.{quote(shape.key)})"]
+    out = Evaluation(sql="", slots=["key"], key="key")
     for part in delete.path:
         slots.append(_path_slot(ref, part))
         out.slots.append(f"path:{part.brace}")
     slots.append(_idem())
     out.slots += ["idem", "params"]
-    select = ", ".join(slots)
+    returning = ", ".join(slots)
     ret = stmt.returningClause
     if ret is not None and ret.exprs:
         out.returning = -1  # the count comes from the statement's description
-        select += ", " + _targets(ret.exprs)
-    sources = [table, *(deparse(item) for item in stmt.usingClause or ())]
-    where = f" WHERE {deparse(stmt.whereClause)}" if stmt.whereClause is not None else ""
-    out.sql = f"{_with(stmt.withClause)}SELECT {select} FROM {', '.join(sources)}{where}"
+        returning += ", " + _targets(ret.exprs)
+    out.sql = _statement(stmt, returning)
     return out
+
+
+def current_values_query(shape: WriteShape, columns: list[str]) -> str:
+    """The stored values of ``columns`` of the rows whose keys are ``%s`` (text[]), as JSON:
+    (key, value, ...). Run on the proxy's own connection."""
+    table = f"{quote(shape.schema)}.{quote(shape.collection.table)}"
+    key = quote(shape.key)
+    values = [_json(quote(n), shape.columns[n]) for n in columns]
+    return f"SELECT {', '.join([key, *values])} FROM {table} WHERE {key} = ANY(%s)"
 
 
 def returning_query(

@@ -92,6 +92,13 @@ class ProxySession(Protocol):
         ...
 
     @property
+    def executed_in_batch(self) -> bool:
+        """True when the client's extended-protocol batch executed statements before the
+        claimed message (since the last ReadyForQuery): ``transaction_status`` may be out
+        of date, and the server may be inside the batch's implicit transaction."""
+        ...
+
+    @property
     def ignoring_till_sync(self) -> bool:
         """True when the server discards extended-protocol messages until Sync."""
         ...

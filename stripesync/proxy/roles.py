@@ -6,13 +6,16 @@ Two roles:
 - the **owner** role: the sync (backfill, live sync) and the proxy's store connections
   log in with it. It owns nothing new here but gets every right on the schema's tables
   (and may create temporary tables, which the store stages batches in);
-- the **application** role: clients log in with it, directly or through the proxy. It may
-  read every table of the schema and nothing else: an INSERT, UPDATE, DELETE or TRUNCATE
-  sent straight to PostgreSQL is refused with ``permission denied``. Through the proxy
-  the same write goes to Stripe and the copy is stored by the owner role.
+- the **application** role: clients log in with it, directly or through the proxy. It
+  reads every table of the schema and is granted INSERT, UPDATE and DELETE on them
+  (SELECT only with ``writes=False``). The proxy asks PostgreSQL, on the client's own
+  session, whether the role may make a write before anything goes to Stripe, so these
+  grants (and any narrower ones, row-level security, ...) are what decides. Sent
+  straight to PostgreSQL, the same write is refused at COMMIT by the schema's guard
+  (:mod:`stripesync.schema.guard`); TRUNCATE is never granted.
 
 The application role must not own the tables, be a superuser or inherit from the owner
-(each of those bypasses the grants).
+(each of those bypasses the grants and the guard).
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def role_setup_sql(schema: str, owner_role: str, app_role: str) -> list[str]:
+def role_setup_sql(
+    schema: str, owner_role: str, app_role: str, *, writes: bool = True
+) -> list[str]:
     """The statements that apply the setup (idempotent; run them as the schema's owner or
-    a superuser, after the migrations). Roles must exist already."""
+    a superuser, after the migrations). Roles must exist already. With ``writes`` the
+    application role may write through the proxy; without, it only reads."""
     if owner_role == app_role:
         raise ValueError("the application role must differ from the owner role")
     s, owner, app = _ident(schema), _ident(owner_role), _ident(app_role)
+    privileges = "SELECT, INSERT, UPDATE, DELETE" if writes else "SELECT"
     return [
         # the owner: everything on the schema's tables, and temporary tables for staging
         f"GRANT USAGE, CREATE ON SCHEMA {s} TO {owner}",
@@ -38,15 +45,17 @@ def role_setup_sql(schema: str, owner_role: str, app_role: str) -> list[str]:
         "DO $stripesync$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO "
         + owner.replace("'", "''")
         + "', current_database()); END $stripesync$",
-        # nobody else writes; the application reads
+        # nobody else; the application reads, and writes through the proxy (the guard
+        # refuses its direct writes at COMMIT)
         f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC",
         f"REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM PUBLIC",
         f"REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {app}",
         f"REVOKE CREATE ON SCHEMA {s} FROM {app}",
         f"GRANT USAGE ON SCHEMA {s} TO {app}",
-        f"GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {app}",
+        f"GRANT {privileges} ON ALL TABLES IN SCHEMA {s} TO {app}",
         # tables the owner role adds later (new collections) get the same grants
-        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {s} GRANT SELECT ON TABLES TO {app}",
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {s} "
-        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON TABLES FROM {app}",
+        f"REVOKE ALL ON TABLES FROM {app}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {s} "
+        f"GRANT {privileges} ON TABLES TO {app}",
     ]

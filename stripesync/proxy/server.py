@@ -413,6 +413,7 @@ class _Session(asyncio.Protocol):
         self._suspended = False
         self._in_handler = False
         self._answering: FrontendMessage | None = None  # the claimed Query or Execute
+        self._executed_in_batch = False  # the client's batch ran Executes before it
         self._watch = False  # the upstream path must check _idle_waiter / _fatal
         self._idle_waiter: asyncio.Future[None] | None = None
         self._fatal: bytes | None = None
@@ -441,6 +442,10 @@ class _Session(asyncio.Protocol):
     @property
     def transaction_status(self) -> str:
         return self._tracker.status
+
+    @property
+    def executed_in_batch(self) -> bool:
+        return self._executed_in_batch
 
     @property
     def ignoring_till_sync(self) -> bool:
@@ -838,6 +843,7 @@ class _Session(asyncio.Protocol):
             # while the server ignores messages until Sync it drops this one too: the
             # handler is not asked
             if not self._tracker.ignoring_till_sync:
+                self._executed_in_batch = self._tracker.executed
                 self._answering = message
                 self._in_handler = True
                 self._slow = BackendParser()

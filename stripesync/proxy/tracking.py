@@ -11,6 +11,8 @@ and reads the server's stream (:meth:`~ResponseTracker.feed`), so that it knows
 - the transaction status of the last ReadyForQuery (``I``, ``T``, ``E``);
 - whether the server is discarding extended-protocol messages until the next Sync
   after an error (:attr:`~ResponseTracker.ignoring_till_sync`);
+- whether an Execute went upstream since the last ReadyForQuery
+  (:attr:`~ResponseTracker.executed`): then the transaction status may have changed;
 - whether the stream is at a message boundary (where the proxy may insert a message);
 - the ParameterStatus values the server reported.
 
@@ -75,6 +77,7 @@ class ResponseTracker:
         "_expected",
         "_ignoring",
         "_skip",
+        "executed",
         "parameters",
         "status",
     )
@@ -85,6 +88,7 @@ class ResponseTracker:
         self._skip = 0  # bytes of the current message still to come
         self._carry = b""  # the start of a message whose header or needed body is split
         self.status = status
+        self.executed = False  # an Execute went upstream since the last ReadyForQuery
         self.parameters: dict[str, str] = parameters if parameters is not None else {}
 
     # -- state ------------------------------------------------------------------------
@@ -115,6 +119,8 @@ class ResponseTracker:
         """A frontend message of this type (its first byte) went upstream."""
         if type_code not in _ANSWERED:
             return
+        if type_code == F_EXECUTE:
+            self.executed = True
         if self._ignoring:
             if type_code == F_SYNC:
                 self._ignoring = False
@@ -208,6 +214,7 @@ class ResponseTracker:
 
     def _ready(self, status: str) -> None:
         self.status = status
+        self.executed = False
         self._ignoring = False
         expected = self._expected
         while expected:  # normally one entry: the Query, Sync or FunctionCall answered

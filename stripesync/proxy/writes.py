@@ -6,10 +6,15 @@ For a statement that writes a synced table (see :mod:`stripesync.proxy.analyze`)
    search_path (a table of another schema passes through untouched). A write the proxy
    cannot analyse, a collection or column Stripe does not let one write, is refused with
    a PostgreSQL error that names it and says what is allowed (:mod:`.params`).
-2. **PostgreSQL evaluates.** The statement is described on the client's session (its
-   parameter types; for the simple protocol PostgreSQL also checks the whole statement),
-   then the VALUES / SET expressions / WHERE run as a SELECT there (:mod:`.evaluate`),
-   with the client's own parameter values and formats.
+2. **PostgreSQL evaluates and authorises.** The statement is described on the client's
+   session (its parameter types; for the simple protocol PostgreSQL also checks the whole
+   statement), then the client's statement itself runs there with the proxy's RETURNING
+   list, inside a savepoint (or a transaction) rolled back at once: the *trial*
+   (:mod:`.evaluate`). PostgreSQL applies the client's role, privileges, row-level
+   security, read-only mode and search_path, with the client's own parameter values and
+   formats; what it refuses is refused, and nothing reaches Stripe. The schema's guard
+   (:mod:`stripesync.schema.guard`) is what keeps the same statement, sent straight to
+   PostgreSQL, from being committed.
 3. **Stripe.** One call per affected row (create, update, delete, or the collection's
    equivalent such as a subscription's cancel), concurrently within the StripeApi's rate
    limiter, each with its own idempotency key. After a refusal no new call starts.
@@ -54,6 +59,7 @@ from stripesync.proxy.analyze import refusal_reason as _refusal_reason
 from stripesync.proxy.evaluate import (
     PARAMS_SETTING,
     Evaluation,
+    current_values_query,
     evaluation,
     quote,
     returning_query,
@@ -87,6 +93,7 @@ from stripesync.proxy.refusals import (
     Refusal,
     stripe_refusal,
 )
+from stripesync.schema.guard import GUARD_TRIGGER, PENDING_KEY_PREFIX
 from stripesync.store.store import Incoming, Store, fetch_time
 from stripesync.stripe_api.client import StripeApi, StripeApiError
 
@@ -99,12 +106,20 @@ _TEXT_ARRAY = 1009  # text[]
 # Fields naming the parent of a nested object (as the sync reads them).
 
 
-class _Failed(Exception):
-    """PostgreSQL refused one of the handler's statements: its error goes to the client."""
+_TRIAL = "stripesync_trial"  # the savepoint of a trial
 
-    def __init__(self, error: ErrorResponse) -> None:
+
+class _Failed(Exception):
+    """PostgreSQL refused one of the handler's statements: its error goes to the client.
+
+    ``server_failed``: the server is failed along (the client's transaction aborted, or
+    an extended-protocol batch skipped up to Sync) as after the client's own statement;
+    when False the handler must make it fail (``session.reject``)."""
+
+    def __init__(self, error: ErrorResponse, *, server_failed: bool = True) -> None:
         super().__init__(error.message)
         self.error = error
+        self.server_failed = server_failed
 
 
 @dataclass(slots=True)
@@ -205,6 +220,47 @@ class _Session:
             Close("S", _STMT),
         )
         return result.rows
+
+    async def trial(
+        self, sql: str, schema: str, *, result_formats: tuple[int, ...] = (0,)
+    ) -> list[DataRow]:
+        """Run the client's write ``sql`` (with its parameters) and roll it back at once.
+
+        Inside the client's transaction block: in a savepoint, rolled back. Outside: in a
+        transaction of its own, rolled back. In an extended-protocol batch that executed
+        statements already (a pipeline), a Sync first ends the batch's implicit
+        transaction (committing what it did, as the batch's Sync would have) and tells
+        whether a transaction block is open. The schema's guard is deferred for the
+        trial's length, whatever the client set with SET CONSTRAINTS.
+        """
+        session = self.session
+        if self.extended and session.executed_in_batch:
+            await session.exchange(Sync())
+        block = session.transaction_status != "I"
+        guard = f"SET CONSTRAINTS {quote(schema)}.{quote(GUARD_TRIGGER)} DEFERRED"
+        if block:
+            before = [f"SAVEPOINT {_TRIAL}", guard]
+            after = [f"ROLLBACK TO SAVEPOINT {_TRIAL}", f"RELEASE SAVEPOINT {_TRIAL}"]
+        else:
+            before, after = ["BEGIN", guard], ["ROLLBACK"]
+        messages: list[FrontendMessage] = [m for q in before for m in _utility(q)]
+        messages += _statement(sql, self.types, self.formats, self.values, result_formats)
+        messages += [m for q in after for m in _utility(q)]
+        if not block or not self.extended:
+            # the trial's own transaction ends here, whatever happens; a simple Query's
+            # statements end with a Sync too
+            messages.append(Sync())
+        answer = await session.exchange(*messages)
+        rows: list[DataRow] = []
+        for message in answer:
+            if isinstance(message, ErrorResponse):
+                if block:  # the client's transaction fails, as it would have
+                    raise _Failed(message)
+                await session.exchange(Query("ROLLBACK"))  # out of the failed transaction
+                raise _Failed(message, server_failed=not self.extended)
+            if isinstance(message, DataRow):
+                rows.append(message)
+        return rows
 
 
 class StripeWriteHandler:
@@ -312,8 +368,17 @@ class StripeWriteHandler:
         except Refusal as refusal:
             await self._refuse(s.session, collection, refusal, started)
             return True
-        except _Failed as failed:  # PostgreSQL refused: the server failed along
+        except _Failed as failed:  # PostgreSQL refused
             self._record(collection, "refused", started)
+            if failed.error.code is not None:
+                log.info(
+                    "write to %s refused by PostgreSQL (%s)",
+                    collection.name if collection is not None else "a synced table",
+                    failed.error.code,
+                )
+            if not failed.server_failed and s.extended:
+                await s.session.reject(failed.error)  # skips the batch up to Sync
+                return True
             s.session.send(failed.error)
             if not s.extended:
                 s.session.send(ReadyForQuery(s.session.transaction_status))
@@ -401,8 +466,10 @@ class StripeWriteHandler:
         eval_formats: tuple[int, ...] = (0,)
         if ev.returning:
             eval_formats = (0,) * len(ev.slots) + _expand(result_formats, n_returning)
-        rows = await s.run(ev.sql, result_formats=eval_formats)
-        calls, pre_returning = self._plan_calls(shape, kind, ev, rows)
+        rows = await s.trial(ev.sql, self.schema, result_formats=eval_formats)
+        decoded, tails = _decode(ev, rows)
+        current = await self._current(shape, ev, decoded)
+        calls, pre_returning = self._plan_calls(shape, kind, ev, decoded, tails, current)
         # Stripe
         results, failure = await self._call_stripe(calls)
         applied = [(c, obj) for c, obj in zip(calls, results, strict=True) if obj is not None]
@@ -492,23 +559,34 @@ class StripeWriteHandler:
                 table_name=shape.collection.table,
             )
 
+    async def _current(
+        self, shape: WriteShape, ev: Evaluation, rows: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """The stored values of the SET columns of the rows the trial updated (their
+        ``jsonb`` is sent as a difference), by key: read on the proxy's own connection,
+        which sees every row. A key missing from the result is a row that did not exist
+        (an INSERT ... ON CONFLICT that creates)."""
+        if ev.key is None or not rows:
+            return {}
+        keys = [str(r[ev.key]) for r in rows if r.get(ev.key) is not None]
+        if not keys:
+            return {}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(current_values_query(shape, ev.sets), (keys,))  # type: ignore[arg-type]
+            found = await cur.fetchall()
+        return {str(r[0]): dict(zip(ev.sets, r[1:], strict=True)) for r in found}
+
     def _plan_calls(
         self,
         shape: WriteShape,
         kind: WriteKind,
         ev: Evaluation,
-        rows: list[DataRow],
+        decoded: list[dict[str, Any]],
+        tails: list[tuple[bytes | None, ...]],
+        current: Mapping[str, Mapping[str, Any]],
     ) -> tuple[list[_Call], list[tuple[int, tuple[bytes | None, ...]]] | None]:
-        """One Stripe call per affected row (checked before any call is made)."""
+        """One Stripe call per row the trial wrote (checked before any call is made)."""
         statement = f"stripesync-{uuid.uuid4().hex}"
-        n = len(ev.slots)
-        decoded: list[dict[str, Any]] = []
-        tails: list[tuple[bytes | None, ...]] = []
-        for row in rows:
-            decoded.append(
-                {slot: _json(v) for slot, v in zip(ev.slots, row.values[:n], strict=True)}
-            )
-            tails.append(row.values[n:])
         calls: list[_Call] = []
         pre: list[tuple[int, tuple[bytes | None, ...]]] | None = [] if ev.returning else None
         seen: set[str] = set()
@@ -518,17 +596,18 @@ class StripeWriteHandler:
             base = client_key if isinstance(client_key, str) and client_key else statement
             idem = f"{base}-{index}"
             if kind is WriteKind.INSERT:
-                call = self._insert_call(shape, ev, values, index, idem, seen)
+                call = self._insert_call(shape, ev, values, current, index, idem, seen)
             else:
-                key = values["key"]
+                key = str(values["key"])
                 if key in seen:
-                    continue  # ... FROM / USING matching a row twice: it is written once
+                    continue  # never twice: PostgreSQL writes a row once per statement
                 seen.add(key)
                 parts = _parts(values)
                 if kind is WriteKind.UPDATE:
-                    new = {name: values[f"new:{name}"] for name in ev.sets}
-                    old = {name: values[f"old:{name}"] for name in ev.sets}
-                    call = self._update_call(shape, index, key, new, old, parts, idem)
+                    new = {name: values[f"v:{name}"] for name in ev.sets}
+                    call = self._update_call(
+                        shape, index, key, new, current.get(key, {}), parts, idem
+                    )
                 else:
                     call = self._delete_call(shape, index, key, parts, idem)
                     if pre is not None:
@@ -543,12 +622,15 @@ class StripeWriteHandler:
         shape: WriteShape,
         ev: Evaluation,
         values: Mapping[str, Any],
+        current: Mapping[str, Mapping[str, Any]],
         index: int,
         idem: str,
         seen: set[str],
     ) -> _Call | None:
         given = {name: values[f"v:{name}"] for name in ev.given}
         key = given.get(shape.key)
+        if isinstance(key, str) and key.startswith(PENDING_KEY_PREFIX):
+            key = given[shape.key] = None  # left out: the table's placeholder default
         if ev.conflict is not None and key is not None:
             if str(key) in seen and ev.conflict == "update":
                 raise Refusal(
@@ -558,12 +640,12 @@ class StripeWriteHandler:
                     "have duplicate constrained values.",
                 )
             seen.add(str(key))
-        if ev.conflict is not None and values.get("exists"):
-            if ev.conflict == "nothing" or not values.get("do"):
-                return None
-            new = {name: values[f"new:{name}"] for name in ev.sets}
-            old = {name: values[f"old:{name}"] for name in ev.sets}
-            return self._update_call(shape, index, str(key), new, old, {}, idem)
+            old = current.get(str(key))
+            if old is not None:  # the row existed: the trial took the DO UPDATE path
+                if ev.conflict == "nothing":
+                    return None
+                new = {name: values[f"v:{name}"] for name in ev.sets}
+                return self._update_call(shape, index, str(key), new, old, {}, idem)
         create = shape.op(Verb.CREATE)
         custom_id = create.fields is None or "id" in create.fields
         if key is not None and not custom_id:
@@ -730,6 +812,41 @@ def _cached_analysis(sql: str, tables: frozenset[str], schema: str) -> Analysis 
 
 def _json(value: bytes | None) -> Any:
     return None if value is None else orjson.loads(value)
+
+
+def _decode(
+    ev: Evaluation, rows: list[DataRow]
+) -> tuple[list[dict[str, Any]], list[tuple[bytes | None, ...]]]:
+    """Each row's slots, decoded, and the client's RETURNING values that follow them."""
+    n = len(ev.slots)
+    decoded = [
+        {slot: _json(v) for slot, v in zip(ev.slots, row.values[:n], strict=True)}
+        for row in rows
+    ]
+    return decoded, [row.values[n:] for row in rows]
+
+
+def _utility(sql: str) -> list[FrontendMessage]:
+    """A statement without parameters or rows, on the handler's own statement name."""
+    return _statement(sql, (), (), (), (0,))
+
+
+def _statement(
+    sql: str,
+    types: tuple[int, ...],
+    formats: tuple[int, ...],
+    values: tuple[bytes | None, ...],
+    result_formats: tuple[int, ...],
+) -> list[FrontendMessage]:
+    return [
+        Close("S", _STMT),
+        Close("P", _STMT),
+        Parse(_STMT, sql, types),
+        Bind(_STMT, _STMT, formats, values, result_formats),
+        Execute(_STMT, 0),
+        Close("P", _STMT),
+        Close("S", _STMT),
+    ]
 
 
 def _extra_params(setting: Any) -> dict[str, Any]:

@@ -82,9 +82,12 @@ class Column:
 
 # Bookkeeping columns of every table.
 SYSTEM_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("_raw", "jsonb NOT NULL"),
+    # The defaults of the NOT NULL columns serve only the proxy's rolled-back trial of a
+    # client's INSERT (schema/guard.py): the store always gives them.
+    ("_raw", "jsonb NOT NULL DEFAULT '{}'"),
     ("_parent_id", "text"),  # the parent's id for rows read through a parent
-    ("_stripe_time", "timestamptz NOT NULL"),  # the Stripe-side time this copy reflects
+    # the Stripe-side time this copy reflects
+    ("_stripe_time", "timestamptz NOT NULL DEFAULT '-infinity'"),
     ("_event_id", "text"),  # the last event applied to the row
     ("_synced_at", "timestamptz NOT NULL DEFAULT now()"),
 )

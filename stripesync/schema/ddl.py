@@ -2,7 +2,8 @@
 
 `migrate()` is idempotent and only ever adds: a newer SDK or API version brings new
 columns (ALTER TABLE ... ADD COLUMN IF NOT EXISTS) and never drops or retypes one, so no
-data is lost. Collections' tables have no foreign keys (Stripe's objects arrive in any
+data is lost. Every table carries the guard (`schema/guard.py`): only the sync's own role
+commits changes to it. Collections' tables have no foreign keys (Stripe's objects arrive in any
 order) and indexes on reference columns and `created`.
 """
 

@@ -94,6 +94,19 @@ def test_extended_messages_each_have_their_answer() -> None:
         assert tracker.pending == pending, message
 
 
+def test_executes_since_the_last_ready_for_query_are_known() -> None:
+    tracker = ResponseTracker()
+    sent(tracker, m.Parse("", "begin"), m.Bind())
+    assert not tracker.executed  # parsed and bound, nothing run yet
+    sent(tracker, m.Execute())
+    assert tracker.executed  # the batch ran a statement: the status may have changed
+    tracker.feed(wire(m.ParseComplete(), m.BindComplete(), m.CommandComplete("BEGIN")))
+    assert tracker.executed and tracker.status == "I"
+    sent(tracker, m.Sync())
+    tracker.feed(wire(m.ReadyForQuery("T")))
+    assert not tracker.executed and tracker.status == "T"
+
+
 def test_an_extended_error_skips_to_sync() -> None:
     tracker = ResponseTracker()
     error = m.ErrorResponse.create("42P01", "no such table")

@@ -177,26 +177,25 @@ def test_evaluation_queries_keep_the_clients_expressions() -> None:
         "FROM t WHERE c.id = $2 AND t.x = c.email"
     )
     ev = evaluation(a.write, customer)
-    assert ev.slots == [
-        "key", "old:email", "new:email", "old:metadata", "new:metadata", "idem", "params"
-    ]  # fmt: skip
+    assert ev.slots == ["key", "v:email", "v:metadata", "idem", "params"]
+    assert ev.sets == ["email", "metadata"] and ev.key == "key"
+    # the client's own statement, its RETURNING replaced by the proxy's
     assert ev.sql.startswith(
-        'SELECT to_jsonb("c"."id"), to_jsonb("c"."email"), to_jsonb(CAST((lower($1)) AS text)), '
-        'to_jsonb("c"."metadata"), to_jsonb(CAST((c.metadata || $3) AS jsonb)), '
+        'UPDATE stripe.customer AS c SET email = lower($1), metadata = c.metadata || $3 '
+        "FROM t WHERE c.id = $2 AND t.x = c.email RETURNING "
+        'pg_catalog.to_jsonb("c"."id"), pg_catalog.to_jsonb("c"."email"), '
+        'pg_catalog.to_jsonb("c"."metadata"), '
     )
-    assert ev.sql.endswith('FROM "stripe"."customer" AS "c", t WHERE c.id = $2 AND t.x = c.email')
     a = _analysis(
         "INSERT INTO stripe.customer (email, created) VALUES ($1, DEFAULT), ('b', now()) "
         "RETURNING id, email"
     )
     ev = evaluation(a.write, customer)
+    assert ev.given == ["email", "created"] and ev.slots[:2] == ["v:email", "v:created"]
     assert ev.sql.startswith(
-        'SELECT to_jsonb(CAST(_v."email" AS text)), '
-        'to_jsonb(extract(epoch FROM CAST(_v."created" AS timestamptz))), '
-    )
-    assert ev.sql.endswith(
-        "FROM (VALUES (CAST(($1) AS text), CAST(NULL AS timestamptz)), "
-        '(CAST((\'b\') AS text), CAST((now()) AS timestamptz))) AS _v("email", "created")'
+        "INSERT INTO stripe.customer (email, created) VALUES ($1, DEFAULT), ('b', now()) "
+        'RETURNING pg_catalog.to_jsonb("customer"."email"), '
+        'pg_catalog.to_jsonb(extract(epoch FROM "customer"."created")), '
     )
     assert returning_query(a.write, customer, 2) == (
         'SELECT id, email FROM "stripe"."customer" WHERE "customer"."id" = ANY(CAST($2 AS '
@@ -254,7 +253,10 @@ def test_a_stripe_refusal_reads_well() -> None:
 
 def test_role_setup_sql() -> None:
     sql = role_setup_sql("stripe", "sync_owner", "app")
-    assert 'GRANT SELECT ON ALL TABLES IN SCHEMA "stripe" TO "app"' in sql
+    assert 'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "stripe" TO "app"' in sql
+    reader = role_setup_sql("stripe", "sync_owner", "app", writes=False)
+    assert 'GRANT SELECT ON ALL TABLES IN SCHEMA "stripe" TO "app"' in reader
+    assert not any("INSERT" in statement for statement in reader)
     assert 'REVOKE ALL ON ALL TABLES IN SCHEMA "stripe" FROM "app"' in sql
     assert 'GRANT ALL ON ALL TABLES IN SCHEMA "stripe" TO "sync_owner"' in sql
     with pytest.raises(ValueError, match="must differ"):

@@ -623,16 +623,25 @@ def test_the_role_setup_keeps_direct_writes_out(
         with writes.direct() as conn:
             for statement in role_setup_sql("stripe", owner.name, app.name):
                 conn.execute(statement)  # type: ignore[arg-type]
+        kept = _customer(writes, "kept@example.com")
         with psycopg.connect(app.url(dbname), autocommit=True) as conn:
-            assert conn.execute("SELECT count(*) FROM stripe.customer").fetchone() == (0,)
+            assert conn.execute("SELECT id FROM stripe.customer").fetchall() == [(kept,)]
             for sql in (
                 "INSERT INTO stripe.customer (id, _raw, _stripe_time) VALUES ('x', '{}', now())",
                 "UPDATE stripe.customer SET name = 'x'",
                 "DELETE FROM stripe.customer",
                 "TRUNCATE stripe.customer",
+                "UPDATE stripe._collection_state SET state = 'done'",
             ):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(sql)
+            # inside a transaction the statement runs; COMMIT is refused
+            with (
+                pytest.raises(psycopg.errors.InsufficientPrivilege, match="only through"),
+                conn.transaction(),
+            ):
+                assert conn.execute("DELETE FROM stripe.customer").rowcount == 1
+        assert writes.rows("SELECT id, name FROM stripe.customer") == [(kept, None)]
         # through a proxy whose store connections log in as the owner role
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(owner.url(dbname), open=False)
         proxy = start_proxy(writes.database_url, write_handler=StripeWriteHandler(writes.api, pool))
@@ -643,9 +652,9 @@ def test_the_role_setup_keeps_direct_writes_out(
                     "INSERT INTO stripe.customer (email) VALUES ('app@example.com') RETURNING id"
                 ).fetchone()
                 assert row is not None
-                assert conn.execute("SELECT email FROM stripe.customer").fetchall() == [
-                    ("app@example.com",)
-                ]
+                assert conn.execute(
+                    "SELECT email FROM stripe.customer ORDER BY email"
+                ).fetchall() == [("app@example.com",), ("kept@example.com",)]
         finally:
             proxy.call(pool.close())
         assert writes.stripe.v1.customers.retrieve(row[0]).email == "app@example.com"
