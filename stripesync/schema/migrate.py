@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import psycopg
 
 from stripesync.catalog import Collection, build_catalog
-from stripesync.schema.columns import quote
+from stripesync.schema.columns import columns_for, masked_raw, quote
 from stripesync.schema.ddl import SYSTEM_TABLES, meta_values, table_statements
 
 # One migration at a time per database, whatever the number of processes.
@@ -62,6 +62,9 @@ async def migrate(
                     continue
                 await conn.execute(stmt)  # type: ignore[arg-type]
                 ran.append(stmt)
+        for c in wanted:
+            if c.masked and c.table in existing:
+                await _scrub(conn, schema, c)
         for key, value in meta_values().items():
             await conn.execute(
                 f"INSERT INTO {quote(schema)}._meta (key, value) VALUES (%s, %s) "
@@ -75,3 +78,16 @@ async def migrate(
                 (c.name,),
             )
     return ran
+
+
+async def _scrub(conn: psycopg.AsyncConnection, schema: str, c: Collection) -> None:  # type: ignore[type-arg]
+    """Credentials stored before the catalog masked them are emptied, as the store now
+    stores them (`masked_raw`)."""
+    t = f"{quote(schema)}.{quote(c.table)}"
+    cols = [quote(col.name) for col in columns_for(c.name) if col.field in c.masked]
+    masked = masked_raw("_raw", c.masked)
+    sets = [f"_raw = {masked}", *(f"{n} = NULL" for n in cols)]
+    held = [f"{masked} <> _raw", *(f"{n} IS NOT NULL" for n in cols)]
+    await conn.execute(  # type: ignore[arg-type]
+        f"UPDATE {t} SET {', '.join(sets)} WHERE {' OR '.join(held)}"
+    )

@@ -103,3 +103,27 @@ async def test_a_role_owning_only_the_schema_can_migrate(pg_server, database_url
         await migrate(conn, "stripe", build_catalog().select(["customer"]))
         cur = await conn.execute("SELECT count(*) FROM stripe.customer")
         assert await cur.fetchone() == (0,)
+
+
+async def test_credentials_stored_before_they_were_masked_are_emptied(database_url):
+    endpoint = build_catalog()["webhook_endpoint"]
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await migrate(conn, "stripe", [endpoint])
+        # as an older version stored an endpoint created through the proxy
+        await conn.execute(
+            "INSERT INTO stripe.webhook_endpoint (id, secret, url, _raw, _stripe_time) VALUES "
+            "('we_1', 'whsec_kept0000', 'https://example.com/h', '{\"id\": \"we_1\", "
+            "\"secret\": \"whsec_kept0000\", \"url\": \"https://example.com/h\"}', now()), "
+            "('we_2', NULL, 'https://example.com/i', "
+            "'{\"id\": \"we_2\", \"url\": \"https://example.com/i\"}', now())"
+        )
+        assert await migrate(conn, "stripe", [endpoint]) == []
+        cur = await conn.execute(
+            "SELECT id, secret, url, _raw FROM stripe.webhook_endpoint ORDER BY id"
+        )
+        assert await cur.fetchall() == [
+            ("we_1", None, "https://example.com/h",
+             {"id": "we_1", "secret": None, "url": "https://example.com/h"}),
+            ("we_2", None, "https://example.com/i",
+             {"id": "we_2", "url": "https://example.com/i"}),
+        ]
