@@ -43,7 +43,9 @@ from stripesync.proxy.server import ProxyServer
 from stripesync.proxy.workers import ProxyWorkers, WorkerSettings
 from stripesync.proxy.writes import StripeWriteHandler
 from stripesync.schema.columns import quote
+from stripesync.schema.ddl import SECRETS_TABLE, WEBHOOK_SECRET_KEY
 from stripesync.schema.migrate import migrate
+from stripesync.store.secrets import keep_secret, read_secrets
 from stripesync.store.store import fetch_time
 from stripesync.stripe_api.client import StripeApi, redact
 from stripesync.sync.backfill import Backfill, BackfillResult, Progress
@@ -53,8 +55,6 @@ from stripesync.sync.relist import Relister
 from stripesync.sync.upcoming import UpcomingInvoices
 
 log = logging.getLogger("stripesync.run")
-
-WEBHOOK_SECRET_KEY = "webhook_secret"  # _meta rows: webhook_secret:<endpoint id>
 
 
 @dataclass
@@ -332,18 +332,38 @@ class Runner:
         self.live.nudge.set()
 
     async def webhook_secrets(self) -> list[str]:
-        """Secrets given on the command line, and those of endpoints we registered."""
+        """Secrets given on the command line, and those of endpoints we registered (in
+        the secrets table, which only its owner may read)."""
         secrets = list(self.config.webhook_secrets)
+        prefix = WEBHOOK_SECRET_KEY + ":"
+        schema = self.config.schema
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
-                    f"SELECT value ->> 'secret' FROM {quote(self.config.schema)}._meta "
-                    "WHERE key LIKE %s",
-                    (WEBHOOK_SECRET_KEY + ":%",),
+                    "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                    (f"{quote(schema)}.{quote(SECRETS_TABLE)}", f"{quote(schema)}._meta"),
                 )
-                secrets += [r[0] for r in await cur.fetchall() if r[0]]
-        except psycopg.errors.UndefinedTable:
-            pass
+                row = await cur.fetchone()
+                if row is not None and row[0]:
+                    kept = await read_secrets(conn, schema, prefix)
+                    secrets += [str(v["secret"]) for v in kept.values() if v.get("secret")]
+                elif row is not None and row[1]:
+                    # a schema an older version made: its secrets are still in _meta
+                    # until the migration (which runs after the HTTP server starts)
+                    cur = await conn.execute(
+                        f"SELECT value ->> 'secret' FROM {quote(schema)}._meta "  # type: ignore[arg-type]
+                        "WHERE starts_with(key, %s)",
+                        (prefix,),
+                    )
+                    secrets += [r[0] for r in await cur.fetchall() if r[0]]
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning(
+                "this role may not read %s.%s: the secrets of webhook endpoints stripesync "
+                "registered are not used (run stripesync as the owner of the schema's "
+                "tables, or pass --webhook-secret)",
+                schema,
+                SECRETS_TABLE,
+            )
         return secrets
 
     async def _start_http(self) -> None:
@@ -476,7 +496,8 @@ async def register_webhook(
     url: str,
 ) -> str:
     """Create (or update) the webhook endpoint that nudges the live sync. A new
-    endpoint's secret is kept in `_meta`, never printed. Returns the endpoint id."""
+    endpoint's secret is kept in the secrets table (its owner alone may read it), never
+    printed. Returns the endpoint id."""
     page = await api.get("/v1/webhook_endpoints", {"limit": 100})
     existing = next((w for w in page.get("data", []) if w.get("url") == url), None)
     params: dict[str, Any] = {
@@ -489,14 +510,18 @@ async def register_webhook(
         return str(existing["id"])
     created = await api.post("/v1/webhook_endpoints", {**params, "url": url})
     async with pool.connection() as conn:
-        await conn.execute(
-            f"INSERT INTO {quote(schema)}._meta (key, value) VALUES (%s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()",
-            (
-                f"{WEBHOOK_SECRET_KEY}:{created['id']}",
-                psycopg.types.json.Jsonb({"secret": created.get("secret"), "url": url}),
-            ),
+        await keep_secret(
+            conn,
+            schema,
+            f"{WEBHOOK_SECRET_KEY}:{created['id']}",
+            {"secret": created.get("secret"), "url": url},
         )
-    log.info("webhook endpoint %s (%s) created; its secret is kept in %s._meta", created["id"],
-             url, schema)
+    log.info(
+        "webhook endpoint %s (%s) created; its secret is kept in %s.%s (readable by its "
+        "owner only)",
+        created["id"],
+        url,
+        schema,
+        SECRETS_TABLE,
+    )
     return str(created["id"])

@@ -154,7 +154,8 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "register_webhook",
             "create or update a Stripe webhook endpoint at URL (the public address of "
-            "/webhooks/stripe); its secret is kept in the database",
+            "/webhooks/stripe); its secret is kept in the database (table _secrets, which "
+            "only its owner may read)",
             metavar="URL",
         ),
         Setting(

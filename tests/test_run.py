@@ -263,9 +263,11 @@ def test_register_webhook_creates_the_endpoint_and_its_deliveries_nudge(
     proc.wait_for("live sync: ")
     endpoints = emulator.stripe().v1.webhook_endpoints.list().data
     assert [e.url for e in endpoints] == [hook]
-    secret = _count(database_url, "SELECT value ->> 'secret' FROM stripe._meta "
+    secret = _count(database_url, "SELECT value ->> 'secret' FROM stripe._secrets "
                     "WHERE key = %s", f"webhook_secret:{endpoints[0].id}")
     assert secret and secret.startswith("whsec_") and secret not in proc.text()
+    assert _count(database_url, "SELECT count(*) FROM stripe._meta t "
+                  "WHERE t::text LIKE '%whsec%'") == 0
     time.sleep(0.3)  # the first poll is done: the next is 30 s away
     c = emulator.stripe().v1.customers.create(params={"email": "hooked@example.com"})
     assert _until(lambda: _count(database_url,
@@ -277,3 +279,129 @@ def test_register_webhook_creates_the_endpoint_and_its_deliveries_nudge(
     proc.wait_for("live sync: ")
     assert len(emulator.stripe().v1.webhook_endpoints.list().data) == 1
     assert proc.stop() == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _deliver(url: str, secret: str) -> int:
+    """POST a signed delivery to a run's webhook receiver; its status code."""
+    body = json.dumps({"id": "evt_signed", "object": "event", "type": "customer.created"})
+    return httpx.post(f"{url}/webhooks/stripe", content=body.encode(),
+                      headers={"Stripe-Signature": _sign(body.encode(), secret)},
+                      timeout=5).status_code
+
+
+def _nudged(emulator: Any, database_url: str, email: str) -> bool:
+    """With polls 30 s apart, a customer lands within seconds only if the emulator's
+    signed delivery was verified."""
+    time.sleep(0.3)  # the first poll is done: the next is 30 s away
+    c = emulator.stripe().v1.customers.create(params={"email": email})
+    return bool(_until(lambda: _count(database_url,
+                                      "SELECT count(*) FROM stripe.customer WHERE id = %s",
+                                      c.id), 5))
+
+
+def test_a_registered_webhooks_secret_verifies_after_a_restart_out_of_the_apps_reach(
+    emulator, database_url, run_proc, pg_server
+) -> None:
+    from stripesync.proxy.roles import role_setup_sql
+
+    port = _free_port()
+    hook = f"http://127.0.0.1:{port}/webhooks/stripe"
+    flags = ("--collections", "customer,webhook_endpoint", "--poll-interval", "30",
+             "--http-listen", f"127.0.0.1:{port}")
+    first = run_proc(*flags, "--register-webhook", hook)
+    first.wait_for("live sync: ")
+    assert first.stop() == 0
+    (endpoint,) = emulator.stripe().v1.webhook_endpoints.list().data
+    secret = _count(database_url, "SELECT value ->> 'secret' FROM stripe._secrets "
+                    "WHERE key = %s", f"webhook_secret:{endpoint.id}")
+    assert secret and secret.startswith("whsec_")
+    # a restart without --register-webhook: the secret comes from the secrets table
+    proc = run_proc(*flags)
+    url = proc.wait_for("status and metrics: ").split(": ", 1)[1]
+    proc.wait_for("live sync: ")
+    assert _nudged(emulator, database_url, "restarted@example.com")
+    assert _deliver(url, secret) == 200
+    assert _deliver(url, "whsec_wrong") == 400
+    for path in ("/", "/status.json", "/metrics", "/health"):
+        assert secret not in httpx.get(f"{url}{path}", timeout=5).text, path
+    assert proc.stop() == 0
+    assert secret not in first.text() and secret not in proc.text()
+    # the application role reads the synced endpoint, never its secret
+    app = pg_server.create_role()
+    owner = psycopg.conninfo.conninfo_to_dict(database_url)["user"]
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    try:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            for statement in role_setup_sql("stripe", str(owner), app.name):
+                admin.execute(statement)
+        with psycopg.connect(app.url(dbname), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT id, secret, t::text FROM stripe.webhook_endpoint t"
+            ).fetchall()
+            assert [(r[0], r[1]) for r in rows] == [(endpoint.id, None)]
+            assert "whsec_" not in rows[0][2]
+            for table in ("_meta", "_collection_state", "_events_cursor"):
+                for (text,) in conn.execute(f"SELECT t::text FROM stripe.{table} t"):
+                    assert "whsec_" not in text, table
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as denied:
+                conn.execute("SELECT value FROM stripe._secrets")
+            assert denied.value.sqlstate == "42501"
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f'DROP OWNED BY "{app.name}"')
+        pg_server.drop_role(app.name)
+
+
+def test_an_older_installs_webhook_secret_moves_and_still_verifies(
+    emulator, database_url, run_proc
+) -> None:
+    """An older version kept a registered endpoint's secret in `_meta`: the first run of
+    this one verifies deliveries with it (its HTTP server starts before the migration),
+    moves it to `_secrets`, and the next run finds it there."""
+    import asyncio
+
+    from stripesync.catalog import build_catalog
+    from stripesync.schema.migrate import migrate
+
+    async def _migrate() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+            await migrate(c, "stripe", build_catalog().select(["customer"]))
+
+    port = _free_port()
+    hook = f"http://127.0.0.1:{port}/webhooks/stripe"
+    endpoint = emulator.stripe().v1.webhook_endpoints.create(
+        params={"url": hook, "enabled_events": ["*"]}
+    )
+    asyncio.run(_migrate())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE stripe._secrets")
+        conn.execute(
+            "INSERT INTO stripe._meta (key, value) VALUES (%s, %s)",
+            (f"webhook_secret:{endpoint.id}",
+             psycopg.types.json.Jsonb({"secret": endpoint.secret, "url": hook})),
+        )
+    flags = ("--collections", "customer", "--poll-interval", "30",
+             "--http-listen", f"127.0.0.1:{port}")
+    proc = run_proc(*flags)
+    proc.wait_for("live sync: ")
+    assert _nudged(emulator, database_url, "upgraded@example.com")
+    assert proc.stop() == 0
+    assert _count(database_url, "SELECT count(*) FROM stripe._meta "
+                  "WHERE key LIKE 'webhook%'") == 0
+    assert _count(database_url, "SELECT value ->> 'secret' FROM stripe._secrets "
+                  "WHERE key = %s", f"webhook_secret:{endpoint.id}") == endpoint.secret
+    proc = run_proc(*flags)
+    url = proc.wait_for("status and metrics: ").split(": ", 1)[1]
+    proc.wait_for("live sync: ")
+    assert _nudged(emulator, database_url, "moved@example.com")
+    assert _deliver(url, endpoint.secret) == 200
+    assert proc.stop() == 0
+    assert endpoint.secret not in proc.text()

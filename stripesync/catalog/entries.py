@@ -597,7 +597,15 @@ def _seed_entries(spec: Spec) -> list[Collection]:
             legacy_columns=USAGE_RECORD_SUMMARY_COLUMNS,
             notes="Legacy metered billing (pre-basil), per subscription item.",
         ),
-        _listed(s, "webhook_endpoint", "/v1/webhook_endpoints"),
+        _listed(
+            s,
+            "webhook_endpoint",
+            "/v1/webhook_endpoints",
+            masked=("secret",),
+            notes="`secret` signs the endpoint's deliveries; Stripe returns it only when "
+            "the endpoint is created. It is a credential: stored as null, never kept in "
+            "the tables applications read.",
+        ),
     ]
     return [
         _mark_seed(c, writable=name_writable)

@@ -102,6 +102,9 @@ class Collection:
     extra_reads: tuple[Read, ...] = ()
     # Children whose rows go when this collection's row is deleted.
     children: tuple[str, ...] = ()
+    # Top-level fields that hold a credential: the store keeps them as JSON null in
+    # `_raw` (so their columns are NULL), never their value.
+    masked: tuple[str, ...] = ()
     notes: str = ""
 
     @property

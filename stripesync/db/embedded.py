@@ -423,7 +423,7 @@ class EmbeddedPostgres:
                     raise
                 time.sleep(0.25)
         info = ServerInfo.read(self.pgdata)
-        if info is None or info.status != "ready":
+        if info is None or info.status not in _SERVING:
             raise EmbeddedPostgresError(
                 f"PostgreSQL in {self.data_dir} started but is not ready (log: {self.log_path})"
             )
@@ -434,7 +434,7 @@ class EmbeddedPostgres:
         """The running server's info once it is ready; None if no server runs."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while info is not None and info.is_alive():
-            if info.status == "ready":
+            if info.status in _SERVING:
                 return info
             if time.monotonic() > deadline:
                 raise EmbeddedPostgresError(
@@ -710,12 +710,16 @@ class EmbeddedPostgres:
         )
 
 
+# postmaster.pid's status of a server that accepts connections (a hot standby: reads).
+_SERVING = frozenset(("ready", "standby"))
+
 # pg_hba.conf: first matching line wins.
 _HBA = """\
 # Written by stripesync on every start.
 # TYPE  DATABASE  USER  ADDRESS        METHOD
 # The Unix socket sits in a directory only the server's user can enter.
 local   all       all                  trust
+local   replication all                trust
 # TCP: 127.0.0.1 only, always with a password. "md5" answers with SCRAM-SHA-256 for
 # roles whose password is stored as SCRAM and with MD5 for those stored as MD5.
 host    all       all   127.0.0.1/32   md5

@@ -12,7 +12,8 @@ RETURNING list is replaced by what the proxy needs, each value as ``to_jsonb(...
   table's placeholder default (``schema/guard.py``);
 - UPDATE: the key, the path columns and each SET column's new value of each row updated;
 - DELETE: the key and the path columns, then the client's own RETURNING list: a DELETE's
-  RETURNING is evaluated before the row goes.
+  RETURNING is evaluated before the row goes. An INSERT's or UPDATE's RETURNING list
+  follows the slots too, only so that PostgreSQL checks it before Stripe is called.
 
 So PostgreSQL evaluates every expression once, with the client's parameters (text or
 binary), role, privileges, row-level security, transaction mode and search_path, and
@@ -106,6 +107,14 @@ def _statement(stmt: ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt, returning
     return f"{deparse(bare)} RETURNING {returning}"
 
 
+def _checked(stmt: ast.InsertStmt | ast.UpdateStmt) -> list[str]:
+    """The client's RETURNING list, run in the trial too (its values unused: RETURNING is
+    evaluated on the stored rows) so that PostgreSQL refuses it (a column the role may
+    not read, a division by zero) before anything reaches Stripe."""
+    ret = stmt.returningClause
+    return [_targets(ret.exprs)] if ret is not None and ret.exprs else []
+
+
 def evaluation(
     stmt: ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt, shape: WriteShape
 ) -> Evaluation:
@@ -132,7 +141,7 @@ def _insert(stmt: ast.InsertStmt, shape: WriteShape) -> Evaluation:
         names.append(shape.key)
     slots = [_json(f"{ref}.{quote(n)}", shape.columns[n]) for n in names]
     out.slots = [f"v:{n}" for n in names] + ["idem", "params"]
-    out.sql = _statement(stmt, ", ".join([*slots, _idem()]))
+    out.sql = _statement(stmt, ", ".join([*slots, _idem(), *_checked(stmt)]))
     return out
 
 
@@ -154,7 +163,7 @@ def _update(stmt: ast.UpdateStmt, shape: WriteShape) -> Evaluation:
         out.slots.append(f"v:{target.name}")
     slots.append(_idem())
     out.slots += ["idem", "params"]
-    out.sql = _statement(stmt, ", ".join(slots))
+    out.sql = _statement(stmt, ", ".join([*slots, *_checked(stmt)]))
     return out
 
 

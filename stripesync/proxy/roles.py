@@ -7,7 +7,8 @@ Two roles:
   log in with it. It owns nothing new here but gets every right on the schema's tables
   (and may create temporary tables, which the store stages batches in);
 - the **application** role: clients log in with it, directly or through the proxy. It
-  reads every table of the schema and is granted INSERT, UPDATE and DELETE on them
+  reads every table of the schema but `_secrets` (the credentials stripesync keeps) and
+  is granted INSERT, UPDATE and DELETE on them
   (SELECT only with ``writes=False``). The proxy asks PostgreSQL, on the client's own
   session, whether the role may make a write before anything goes to Stripe, so these
   grants (and any narrower ones, row-level security, ...) are what decides. Sent
@@ -20,11 +21,24 @@ The application role must not own the tables, be a superuser or inherit from the
 
 from __future__ import annotations
 
+from stripesync.schema.ddl import SECRETS_TABLE
+
 __all__ = ["role_setup_sql"]
 
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _revoke_secrets(schema: str, app: str) -> str:
+    table = f"{schema}.{_ident(SECRETS_TABLE)}"
+    return (
+        "DO $stripesync$ BEGIN IF to_regclass("
+        + "'" + table.replace("'", "''") + "'"
+        + ") IS NOT NULL THEN EXECUTE "
+        + "'" + f"REVOKE ALL ON TABLE {table} FROM {app}".replace("'", "''") + "'"
+        + "; END IF; END $stripesync$"
+    )
 
 
 def role_setup_sql(
@@ -53,6 +67,9 @@ def role_setup_sql(
         f"REVOKE CREATE ON SCHEMA {s} FROM {app}",
         f"GRANT USAGE ON SCHEMA {s} TO {app}",
         f"GRANT {privileges} ON ALL TABLES IN SCHEMA {s} TO {app}",
+        # but not the credentials stripesync keeps (a registered webhook's secret); when
+        # the table comes later, the migration that creates it revokes the default grant
+        _revoke_secrets(s, app),
         # tables the owner role adds later (new collections) get the same grants
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {s} "
         f"REVOKE ALL ON TABLES FROM {app}",

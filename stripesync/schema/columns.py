@@ -17,6 +17,7 @@ columns, in C, in one statement.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -154,6 +155,15 @@ def _columns(collection: Collection) -> tuple[Column, ...]:
         seen.add(c.name)
         out.append(c)
     return tuple(out)
+
+
+def masked_raw(raw: str, fields: Sequence[str]) -> str:
+    """SQL for the object in expression `raw` with each of `fields` (credentials, a
+    catalog entry's `masked`) set to JSON null where present."""
+    for f in fields:
+        lit = "'" + f.replace("'", "''") + "'"
+        raw = f"jsonb_set({raw}, ARRAY[{lit}], 'null'::jsonb, false)"
+    return raw
 
 
 def quote(ident: str) -> str:

@@ -16,6 +16,16 @@ from stripesync.schema.columns import SYSTEM_COLUMNS, Kind, columns_for, quote
 
 SCHEMA_VERSION = 1
 
+# Credentials stripesync keeps for itself (the secret of a webhook endpoint it
+# registered): only the table's owner may read it. `migrate` revokes every other grant on
+# it, including those `ALTER DEFAULT PRIVILEGES` gives tables as they are created, and the
+# role setup (proxy/roles.py) keeps the application role out.
+SECRETS_TABLE = "_secrets"
+# Its rows for webhook endpoints stripesync registered: webhook_secret:<endpoint id>,
+# value {"secret": "whsec_...", "url": ...}. Older versions kept them in `_meta`; the
+# migration moves them.
+WEBHOOK_SECRET_KEY = "webhook_secret"
+
 # Bookkeeping tables; {s} is the quoted schema.
 SYSTEM_TABLES = (
     """CREATE TABLE IF NOT EXISTS {s}."_meta" (
@@ -71,6 +81,12 @@ SYSTEM_TABLES = (
         repaired bigint NOT NULL DEFAULT 0,
         removed bigint NOT NULL DEFAULT 0,
         skipped_reason text,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    # Credentials: `key` says whose ("webhook_secret:we_..."); see SECRETS_TABLE.
+    """CREATE TABLE IF NOT EXISTS {s}."_secrets" (
+        key text PRIMARY KEY,
+        value jsonb NOT NULL,
         updated_at timestamptz NOT NULL DEFAULT now()
     )""",
 )

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 
 import psycopg
 
 from stripesync.catalog import Collection, build_catalog
-from stripesync.schema.columns import SYSTEM_COLUMNS, quote
-from stripesync.schema.ddl import SYSTEM_TABLES, meta_values, table_statements
+from stripesync.schema.columns import SYSTEM_COLUMNS, columns_for, masked_raw, quote
+from stripesync.schema.ddl import (
+    SECRETS_TABLE,
+    SYSTEM_TABLES,
+    WEBHOOK_SECRET_KEY,
+    meta_values,
+    table_statements,
+)
 from stripesync.schema.guard import (
     GUARD_FUNCTION,
     GUARD_TRIGGER,
@@ -20,6 +27,8 @@ from stripesync.schema.guard import (
     pending_key_function_sql,
     pending_key_trigger_sql,
 )
+
+log = logging.getLogger("stripesync.migrate")
 
 # One migration at a time per database, whatever the number of processes.
 LOCK_KEY = 0x5157_5359_4E43  # "SWSYNC"
@@ -45,6 +54,8 @@ async def migrate(
             await conn.execute(f"CREATE SCHEMA {quote(schema)}")
         for t in SYSTEM_TABLES:
             await conn.execute(t.format(s=quote(schema)))
+        await _move_secrets(conn, schema)
+        await _lock_secrets(conn, schema)
         cur = await conn.execute(
             "SELECT table_name, column_name, column_default IS NOT NULL "
             "FROM information_schema.columns WHERE table_schema = %s",
@@ -77,6 +88,9 @@ async def migrate(
             if have is not None:  # a table made before its NOT NULL columns had defaults
                 ran += await _defaults(conn, schema, c, have, defaulted)
         ran += await _guard(conn, schema, wanted)
+        for c in wanted:
+            if c.masked and c.table in existing:
+                await _scrub(conn, schema, c)
         for key, value in meta_values().items():
             await conn.execute(
                 f"INSERT INTO {quote(schema)}._meta (key, value) VALUES (%s, %s) "
@@ -165,3 +179,63 @@ async def _guard(
     for stmt in wanted:
         await conn.execute(stmt)  # type: ignore[arg-type]
     return ran + wanted
+async def _move_secrets(conn: psycopg.AsyncConnection, schema: str) -> None:  # type: ignore[type-arg]
+    """Webhook secrets that older versions kept in `_meta` (which applications may
+    read) move to the secrets table; the newer copy of a key wins."""
+    s = quote(schema)
+    await conn.execute(
+        f"WITH moved AS (DELETE FROM {s}._meta WHERE starts_with(key, %s) "  # type: ignore[arg-type]
+        "RETURNING key, value, updated_at) "
+        f"INSERT INTO {s}.{quote(SECRETS_TABLE)} (key, value, updated_at) "
+        "SELECT key, value, updated_at FROM moved "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at "
+        f"WHERE {s}.{quote(SECRETS_TABLE)}.updated_at < excluded.updated_at",
+        (WEBHOOK_SECRET_KEY + ":",),
+    )
+
+
+async def _lock_secrets(conn: psycopg.AsyncConnection, schema: str) -> None:  # type: ignore[type-arg]
+    """Only the secrets table's owner may use it: revoke every other grant on it, from
+    PUBLIC and from each role, on the table and its columns. Tables get grants as they
+    are created (`ALTER DEFAULT PRIVILEGES ... GRANT SELECT ON TABLES`, which the role
+    setup gives the application role), and anyone may have granted more since."""
+    table = f"{quote(schema)}.{quote(SECRETS_TABLE)}"
+    cur = await conn.execute(
+        "SELECT pg_has_role(current_user, c.relowner, 'USAGE'), "
+        "array(SELECT DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC' "
+        "ELSE quote_ident(pg_get_userbyid(a.grantee)) END "
+        "FROM (SELECT (aclexplode(c.relacl)).grantee "
+        "UNION ALL SELECT (aclexplode(t.attacl)).grantee "
+        "FROM pg_attribute t WHERE t.attrelid = c.oid AND t.attacl IS NOT NULL) a "
+        "WHERE a.grantee <> c.relowner ORDER BY 1) "
+        "FROM pg_class c WHERE c.oid = to_regclass(%s)",
+        (table,),
+    )
+    row = await cur.fetchone()
+    if row is None or not row[1]:
+        return
+    may, grantees = row
+    if not may:
+        # only the owner (or a member, or a superuser) can take its grants back
+        log.warning(
+            "%s is readable by role(s) other than its owner (%s) and this role cannot "
+            "revoke that: run stripesync as the owner of the schema's tables",
+            table,
+            ", ".join(grantees),
+        )
+        return
+    for grantee in grantees:
+        await conn.execute(f"REVOKE ALL ON TABLE {table} FROM {grantee} CASCADE")  # type: ignore[arg-type]
+
+
+async def _scrub(conn: psycopg.AsyncConnection, schema: str, c: Collection) -> None:  # type: ignore[type-arg]
+    """Credentials stored before the catalog masked them are emptied, as the store now
+    stores them (`masked_raw`)."""
+    t = f"{quote(schema)}.{quote(c.table)}"
+    cols = [quote(col.name) for col in columns_for(c.name) if col.field in c.masked]
+    masked = masked_raw("_raw", c.masked)
+    sets = [f"_raw = {masked}", *(f"{n} = NULL" for n in cols)]
+    held = [f"{masked} <> _raw", *(f"{n} IS NOT NULL" for n in cols)]
+    await conn.execute(  # type: ignore[arg-type]
+        f"UPDATE {t} SET {', '.join(sets)} WHERE {' OR '.join(held)}"
+    )

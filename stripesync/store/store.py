@@ -12,6 +12,10 @@ How a batch is written: the objects' JSON is COPYed into a temporary table, then
   reflects: the event's ``created``, or when a page was fetched) is not older;
 - within one batch, the newest copy of each object wins (ties: the later one);
 - an object with a tombstone at or after the copy's time is not brought back.
+
+Fields the catalog marks as credentials (`Collection.masked`: a webhook endpoint's
+`secret`) are set to null in the stored `_raw` before anything else reads it, so neither
+their columns nor the raw object ever hold them, whichever path the copy came by.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from psycopg.pq import TransactionStatus
 
 from stripesync.catalog import Collection
 from stripesync.obs.metrics import record_store_batch
-from stripesync.schema.columns import SYSTEM_COLUMNS, columns_for, quote
+from stripesync.schema.columns import SYSTEM_COLUMNS, columns_for, masked_raw, quote
 
 Conn = psycopg.AsyncConnection  # type: ignore[type-arg]
 
@@ -238,7 +242,8 @@ def _upsert_text(schema: str, collection: Collection) -> str:
         f"INSERT INTO {t} ({', '.join([*names, *map(quote, system)])}) "
         f"SELECT {select} FROM ("
         f"  SELECT DISTINCT ON (k) * FROM ("
-        f"    SELECT i.*, {key_expr} AS k FROM _stripesync_incoming i"
+        f"    SELECT i.ord, {masked_raw('i.raw', collection.masked)} AS raw, i.parent_id, i.key,"
+        f"      i.stripe_time, i.event_id, {key_expr} AS k FROM _stripesync_incoming i"
         f"  ) x ORDER BY k, stripe_time DESC, ord DESC"
         f") s "
         f"WHERE s.k IS NOT NULL AND NOT EXISTS ("

@@ -5,6 +5,7 @@ Fixtures:
 - ``pg_server`` (session): a throwaway embedded PostgreSQL 18 in a temporary directory,
   in fast mode (no fsync), on TCP ``127.0.0.1:<free port>`` and its Unix socket. Yields a
   :class:`PgServer` (``admin_url``, ``host``, ``port``, ``url()``, ``create_role()``,
+  ``start_standby()``,
   ``create_database()``, ``drop_database()``, ``execute()``). Stopped at the end.
 - ``database_url`` (function): the TCP URL (as the superuser) of a fresh, empty database
   made for this test from ``template0``, dropped afterwards.
@@ -29,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -141,6 +143,36 @@ class PgServer:
             query = sql.SQL("{} OWNER {}").format(query, sql.Identifier(owner))
         self.execute(query)
         return self.url(name)
+
+    def start_standby(self, data_dir: Path) -> EmbeddedPostgres:
+        """A hot standby of this server in ``data_dir`` (made here; it must not exist):
+        ``pg_basebackup -R`` over the Unix socket, then started on a free TCP port. It
+        replays what the server writes and refuses writes (read-only transactions)."""
+        from stripesync.db import embedded
+
+        run_as = embedded._run_as()
+        data_dir.mkdir(mode=0o700)
+        if run_as.switch:
+            os.chown(data_dir, run_as.uid, run_as.gid)
+            embedded._make_traversable(data_dir)
+        proc = subprocess.run(
+            [
+                str(embedded.pg_bin_dir() / "pg_basebackup"), "-D", str(data_dir / "pgdata"),
+                "-R", "-X", "stream", "-c", "fast", "-h", str(self.server.socket_dir),
+                "-p", str(self.port), "-U", SUPERUSER,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            user=run_as.uid if run_as.switch else None,
+            group=run_as.gid if run_as.switch else None,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"pg_basebackup failed: {proc.stderr}"
+        shutil.copy(self.data_dir / "superuser-password", data_dir / "superuser-password")
+        standby = EmbeddedPostgres(data_dir, port=0, fast=True)
+        standby.start()
+        return standby
 
     def drop_database(self, name: str) -> None:
         """Drop a database, ending any session still connected to it."""

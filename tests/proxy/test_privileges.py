@@ -6,16 +6,21 @@ the emulator's request log shows that nothing was asked of Stripe."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
 
 from stripesync.proxy.roles import role_setup_sql
-from tests.plugins.postgres import PgRole, PgServer
+from stripesync.proxy.writes import StripeWriteHandler
+from tests.plugins.postgres import PgRole, PgServer, _private_dir
+from tests.proxy.conftest import RunningProxy
 from tests.proxy.writes_fixtures import WriteRig
 
 PROTOCOLS = ("simple", "extended", "prepared")
@@ -25,7 +30,7 @@ PROTOCOLS = ("simple", "extended", "prepared")
 class Roles:
     reader: PgRole  # SELECT only (role setup without writes)
     writer: PgRole  # the role setup's application role; a member of reader
-    columns: PgRole  # SELECT; INSERT (email, name) and UPDATE (email) on customer only
+    columns: PgRole  # on customer: SELECT (id, email, name), INSERT (email, name), UPDATE (email)
     no_usage: PgRole  # table privileges, no USAGE on the schema
     tenant: PgRole  # writer privileges under row-level security: rows 'mine…' only
 
@@ -46,6 +51,8 @@ def roles(stripe_database: str, pg_server: PgServer) -> Iterator[Roles]:
         for statement in (
             f"GRANT {r} TO {w}",
             f"GRANT INSERT (email, name), UPDATE (email) ON stripe.customer TO {c}",
+            f"REVOKE SELECT ON stripe.customer FROM {c}",
+            f"GRANT SELECT (id, email, name, _parent_id) ON stripe.customer TO {c}",
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA stripe TO {n}",
             "ALTER TABLE stripe.customer ENABLE ROW LEVEL SECURITY",
             f"CREATE POLICY open ON stripe.customer TO {w}, {r}, {c}, {n} "
@@ -114,6 +121,11 @@ CASES: dict[str, Case] = {
     ),
     "column privilege: UPDATE of another column": Case(
         "columns", "UPDATE stripe.customer SET name = 'n' WHERE id = '{mine}'", "42501"
+    ),
+    "column privilege: RETURNING a column the role may not read": Case(
+        "columns",
+        "INSERT INTO stripe.customer (email) VALUES ('new@example.com') RETURNING balance",
+        "42501",
     ),
     "column privilege: DELETE": Case(
         "columns", "DELETE FROM stripe.customer WHERE id = '{mine}'", "42501"
@@ -196,7 +208,7 @@ def _seed(writes: WriteRig) -> dict[str, str]:
 
 def _run(conn: psycopg.Connection[Any], sql: str, protocol: str, returning: bool) -> str | int:
     """The statement's SQLSTATE, or its row count (the rows RETURNING gave)."""
-    if returning:
+    if returning and " RETURNING " not in sql:
         sql += " RETURNING id, name"
     try:
         if protocol == "simple":
@@ -279,4 +291,49 @@ def test_a_direct_write_of_a_granted_role_is_refused_at_commit(
     assert sorted(writes.rows("SELECT id, name FROM stripe.customer")) == sorted(
         [(ids["mine"], None), (ids["other"], None)]
     )
+    assert writes.emulator.controls.requests() == []
+
+
+@pytest.fixture(scope="module")
+def standby(pg_server: PgServer, roles: Roles) -> Iterator[str]:
+    """A hot standby of the suite's server (roles and policies replicated): its TCP
+    host:port as a URL template for a database."""
+    parent = _private_dir("standby")
+    server = pg_server.start_standby(parent / "pg")
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_a_hot_standby_refuses_the_write_before_stripe(
+    writes: WriteRig, roles: Roles, standby: str, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    ids = _seed(writes)
+    dbname = conninfo_to_dict(writes.database_url)["dbname"]
+    host, port = standby.split(":")
+    url = make_conninfo(roles.writer.url(dbname), host=host, port=port)
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as conn:  # the seeded rows replayed
+        while conn.execute("SELECT count(*) FROM stripe.customer").fetchone() != (2,):
+            assert time.monotonic() < deadline, "the standby did not catch up"
+            time.sleep(0.05)
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+    # a proxy in front of the standby; its store would write to the primary
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(writes.database_url, open=False)
+    proxy = start_proxy(url, write_handler=StripeWriteHandler(writes.api, pool))
+    proxy.call(pool.open(wait=True))
+    case = Case("writer", "UPDATE stripe.customer SET name = 'n' WHERE id = '{mine}'", "25006")
+    sql = case.sql.format(**ids)
+    try:
+        for protocol in PROTOCOLS:
+            for returning in (False, True):
+                direct = _outcome(url, case, sql, protocol, returning, direct=True,
+                                  reader=roles.reader.name)  # fmt: skip
+                proxied = _outcome(proxy.url(url), case, sql, protocol, returning,
+                                   direct=False, reader=roles.reader.name)  # fmt: skip
+                assert (direct, proxied) == ("25006", "25006"), (protocol, returning)
+    finally:
+        proxy.call(pool.close())
     assert writes.emulator.controls.requests() == []

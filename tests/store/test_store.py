@@ -152,3 +152,45 @@ async def test_remove_leaves_no_tombstone_and_keeps_newer_copies(conn):
     res = await store.upsert(conn, coll, [Incoming(inv, stripe_time=250, key="sub_1")])
     assert res.written == 1
     assert await store.remove(conn, coll, {}) == 0
+
+
+async def test_credentials_the_catalog_masks_are_stored_as_null(database_url):
+    """A webhook endpoint's `secret` (Stripe returns it when the endpoint is created)
+    never reaches the table: its column is NULL and `_raw` holds null in its place."""
+    endpoint = CAT["webhook_endpoint"]
+    assert endpoint.masked == ("secret",)
+    created = {
+        "id": "we_1",
+        "object": "webhook_endpoint",
+        "created": 1_700_000_000,
+        "url": "https://example.com/hooks",
+        "enabled_events": ["*"],
+        "secret": "whsec_created0000000000000000000000",
+        "status": "enabled",
+    }
+    listed = {k: v for k, v in created.items() if k != "secret"} | {"id": "we_2"}
+    as_text = json.dumps({**created, "id": "we_3", "secret": "whsec_text000000000000000000"})
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await migrate(conn, "stripe", [endpoint])
+        await conn.commit()
+        store = Store("stripe")
+        res = await store.upsert(
+            conn,
+            endpoint,
+            [
+                Incoming(created, stripe_time=100.0),
+                Incoming(listed, stripe_time=100.0),
+                Incoming(as_text, stripe_time=100.0),
+            ],
+        )
+        await conn.commit()
+        assert res.written == 3
+        rows = await _rows(
+            conn, "SELECT id, secret, _raw, t::text FROM stripe.webhook_endpoint t ORDER BY id"
+        )
+    assert [(r[0], r[1]) for r in rows] == [("we_1", None), ("we_2", None), ("we_3", None)]
+    raws = {r[0]: r[2] for r in rows}
+    assert raws["we_1"] == {**created, "secret": None}  # the rest exactly as Stripe sent it
+    assert "secret" not in raws["we_2"]  # a field Stripe did not send is not added
+    assert raws["we_3"]["secret"] is None and raws["we_3"]["url"] == created["url"]
+    assert not [r[3] for r in rows if "whsec_" in r[3]]

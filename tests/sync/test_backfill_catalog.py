@@ -260,11 +260,13 @@ async def test_every_collection_lands_typed_and_exact(emulator, pool) -> None:
                 if row is None:
                     mismatches.append(f"{c.name}: {key} did not land")
                     continue
-                if row[1] != obj:
+                # credentials (a webhook endpoint's secret) are stored as null
+                stored = {**obj, **{f: None for f in c.masked if f in obj}}
+                if row[1] != stored:
                     mismatches.append(f"{c.name}: _raw differs")
                 for col, got in zip(cols, row[2:], strict=True):
                     kind = "ref" if col.kind == "ref" else col.pg_type
-                    want = _expected(kind, obj.get(col.field))
+                    want = _expected(kind, stored.get(col.field))
                     if got != want:
                         mismatches.append(f"{c.name}.{col.name}: {got!r} != {want!r}")
                     sigma = _sigma_type(fields.get(col.field))
