@@ -20,6 +20,7 @@ from rich.table import Table
 from stripesync import settings
 from stripesync.catalog import UnknownCollectionError, build_catalog
 from stripesync.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, default_data_dir
+from stripesync.db.url import check_database_url
 from stripesync.schema.columns import quote
 from stripesync.schema.migrate import migrate
 from stripesync.stripe_api.client import StripeApi, StripeApiError, redact
@@ -34,7 +35,12 @@ EXIT_SKIPPED = 3  # finished, but some collections were skipped
 
 
 class UserError(Exception):
-    """A problem the user can fix: printed as one line, exit code 1."""
+    """A problem the user can fix, met while running: printed as one line, exit code 1."""
+
+
+class UsageError(UserError):
+    """The command line, the settings or a URL is wrong, found before anything was
+    contacted: printed as one line, exit code 2."""
 
 
 # ---- options shared by the commands -------------------------------------------------------
@@ -122,7 +128,7 @@ def collections_option(value: str | list[str] | None) -> list[str] | None:
     try:
         build_catalog().select(names)
     except UnknownCollectionError as e:
-        raise UserError(str(e)) from None
+        raise UsageError(str(e)) from None
     return names
 
 
@@ -138,6 +144,10 @@ class Database:
 def open_database(url: str | None, *, announce: bool = True) -> Database:
     """The given database, or the embedded one (started, or found running)."""
     if url:
+        try:
+            check_database_url(url)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         return Database(url)
     pg = EmbeddedPostgres(default_data_dir(), port=0)
     try:
@@ -201,7 +211,7 @@ async def stripe_and_database(
 
 def require_key(args: argparse.Namespace) -> None:
     if not args.api_key:
-        raise UserError("no Stripe API key: pass --api-key or set STRIPE_API_KEY")
+        raise UsageError("no Stripe API key: pass --api-key or set STRIPE_API_KEY")
 
 
 async def _backfill(args: argparse.Namespace) -> int:
@@ -282,13 +292,13 @@ async def _run(args: argparse.Namespace) -> int:
         try:
             host, port = parse_listen(args.http_listen)
         except ValueError as e:
-            raise UserError(f"--http-listen: {e}") from None
+            raise UsageError(f"--http-listen: {e}") from None
     proxy_host: str | None = None
     proxy_port = 0
     if args.proxy_listen != "off":
         proxy_host, proxy_port = parse_listen(args.proxy_listen)
     if (args.tls_cert is None) != (args.tls_key is None):
-        raise UserError("--tls-cert and --tls-key go together")
+        raise UsageError("--tls-cert and --tls-key go together")
     db = open_database(args.database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -394,13 +404,13 @@ async def _roles(args: argparse.Namespace) -> int:
     db = open_database(args.database_url, announce=False)
     owner = args.owner_role or psycopg.conninfo.conninfo_to_dict(db.url).get("user")
     if not owner:
-        raise UserError("--owner-role is needed: the database URL names no user")
+        raise UsageError("--owner-role is needed: the database URL names no user")
     try:
         statements = role_setup_sql(
             args.schema, str(owner), args.app_role, writes=not args.read_only
         )
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise UsageError(str(e)) from None
     if not args.apply:
         print("\n".join(f"{st};" for st in statements))
         return EXIT_OK
@@ -484,6 +494,9 @@ def run_command(coro: Any) -> int:
     """Run a command's coroutine: user errors are one line, never a traceback."""
     try:
         return int(asyncio.run(coro))
+    except UsageError as e:
+        print(f"stripesync: {redact(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
     except UserError as e:
         print(f"stripesync: {redact(str(e))}", file=sys.stderr)
         return EXIT_ERROR

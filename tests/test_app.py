@@ -63,6 +63,9 @@ def test_skipped_collections_give_exit_code_3(emulator, database_url, capsys) ->
         ("no database", "cannot connect to the database"),
         ("no key", "no Stripe API key"),
         ("unknown collection", "unknown collection"),
+        ("database URL of words", "neither a URL nor key=value pairs: expected postgresql://"),
+        ("database port not a number", "has port 'abc': a port is a number"),
+        ("database URL of another scheme", "is not a PostgreSQL URL (scheme 'mysql')"),
     ],
 )
 def test_bad_setup_is_one_line_without_secrets(
@@ -78,13 +81,21 @@ def test_bad_setup_is_one_line_without_secrets(
         db = pg_server.url("postgres", user="nobody", password="secret-db-password")
     elif case == "no key":
         key = ""
+    elif case == "database URL of words":
+        db = "not a url"
+    elif case == "database port not a number":
+        db = "postgresql://nobody:secret-db-password@127.0.0.1:abc/postgres"
+    elif case == "database URL of another scheme":
+        db = "mysql://nobody:secret-db-password@127.0.0.1/postgres"
     else:
         extra = ["--collections", "customer,nonsense"]
     code, _, err = _run(
         capsys, "backfill", "--api-key", key, "--api-base", base, "--database-url", db,
         "--no-progress", "--max-rps", "50", *extra,
     )
-    assert code == (2 if case == "unknown collection" else 1)  # 2: bad usage
+    # 2: the command line, a setting or a URL is wrong (nothing contacted); 1: at run time
+    usage = case.startswith(("no key", "unknown", "database"))
+    assert code == (2 if usage else 1), err
     # log lines (a retry, say) may come first; the error itself is one line, the last
     lines = [ln for ln in err.splitlines() if ln.strip() and not LOG_LINE.match(ln)]
     assert len(lines) == 1 and lines[0].startswith("stripesync: "), err

@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "emulator": {"catalog"},
     "store": {"catalog", "schema"},
     "sync": {"catalog", "schema", "store", "stripe_api"},
-    "proxy": {"catalog", "schema", "store", "stripe_api"},
+    "proxy": {"catalog", "db", "schema", "store", "stripe_api"},
     "http": {"catalog", "schema", "store", "stripe_api", "sync"},
     # top-level modules (cli.py, ...) may import everything
 }

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from stripesync.db.url import check_database_url
 from stripesync.obs.logs import FORMATS, LEVELS, setup_logging
 from stripesync.proxy.server import DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, ProxyServer
 from stripesync.proxy.upstream import UpstreamError
@@ -113,6 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     if not args.database_url:
         print("stripesync proxy: --database-url (or DATABASE_URL) is required", file=sys.stderr)
+        return 2
+    try:
+        check_database_url(args.database_url)
+    except ValueError as exc:
+        print(f"stripesync proxy: {exc}", file=sys.stderr)
         return 2
     if (args.tls_cert is None) != (args.tls_key is None):
         print("stripesync proxy: --tls-cert and --tls-key go together", file=sys.stderr)

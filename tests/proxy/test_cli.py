@@ -42,6 +42,10 @@ def test_usage_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     assert capsys.readouterr().err == (
         "stripesync proxy: --database-url (or DATABASE_URL) is required\n"
     )
+    args = parse(["proxy", "--database-url", "postgresql://u:hunter2@localhost:abc/x"])
+    assert cli.run(args) == 2
+    err = capsys.readouterr().err
+    assert "has port 'abc': a port is a number" in err and "hunter2" not in err
     args = parse(["proxy", "--database-url", "postgresql:///x", "--tls-cert", "/nonexistent.pem"])
     assert cli.run(args) == 2
     assert "go together" in capsys.readouterr().err
