@@ -466,16 +466,9 @@ async def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**data, "collections": rows}, indent=2, default=str))
         return EXIT_OK
-    cursor = data.get("events_cursor") or {}
-    table = Table(
-        title=f"stripesync: schema {args.schema}",
-        caption=f"events cursor: {cursor.get('event_id') or 'none'} "
-        f"({cursor.get('event_created') or 'no event yet'})",
-    )
-    for col in ("collection", "rows", "backfill", "last change", "last re-list", "skipped"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
+    columns = ("collection", "rows", "backfill", "last change", "last re-list", "skipped")
+    cells = [
+        (
             r["collection"],
             ("≈" if r.get("rows_estimated") else "") + str(r["rows"]),
             r["state"],
@@ -483,8 +476,43 @@ async def _status(args: argparse.Namespace) -> int:
             r["relisted_at"] or "",
             r["skipped_reason"] or "",
         )
-    Console().print(table)
+        for r in rows
+    ]
+    cursor = events_cursor_line(data.get("events_cursor"))
+    console = Console()
+    if not console.is_terminal:  # a file or a pipe: whole lines, never folded at 80
+        print(f"stripesync: schema {args.schema}")
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+        for line in (columns, *cells):
+            print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+        print(cursor)
+        return EXIT_OK
+    table = Table(title=f"stripesync: schema {args.schema}", caption=cursor)
+    for col in columns:  # a collection's name is never broken; the rest may fold
+        table.add_column(col, overflow="fold", no_wrap=col == "collection")
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
     return EXIT_OK
+
+
+def events_cursor_line(cursor: dict[str, Any] | None) -> str:
+    """What the events cursor means, for a person."""
+    if cursor and not cursor.get("event_id"):
+        return (
+            "events cursor: before the first event (Stripe had none when it was recorded): "
+            "the live sync applies every event from the first one"
+        )
+    if not cursor:
+        return (
+            "events cursor: none yet - no backfill or run has recorded where the live sync "
+            "starts in Stripe's events; `stripesync run` records it and follows the events"
+        )
+    when = cursor.get("event_created") or "time unknown"
+    return (
+        f"events cursor: {cursor['event_id']} (created {when}): the live sync resumes "
+        "after this event"
+    )
 
 
 # ---- running a command ------------------------------------------------------------------

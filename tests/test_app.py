@@ -39,7 +39,16 @@ def test_backfill_then_status(emulator, database_url, capsys) -> None:
     assert status["events_cursor"] is not None
     code, out, _ = _run(capsys, "status", "--database-url", database_url)
     assert code == 0 and "customer" in out and "30" in out and "done" in out
-    assert "events cursor:" in out
+    # to a file or a pipe: one line per collection, never folded at 80 columns
+    lines = out.splitlines()
+    assert lines[0] == "stripesync: schema stripe"
+    assert lines[1].split() == ["collection", "rows", "backfill", "last", "change", "last",
+                                "re-list", "skipped"]  # fmt: skip
+    by_name = {ln.split()[0]: ln.split() for ln in lines[2:-1]}
+    assert set(by_name) == {"customer", "product"}
+    assert by_name["customer"][1:3] == ["30", "done"]
+    assert status["events_cursor"]["event_id"] is None  # generated objects: no events
+    assert lines[-1].startswith("events cursor: before the first event")
 
 
 def test_skipped_collections_give_exit_code_3(emulator, database_url, capsys) -> None:
@@ -130,3 +139,18 @@ def test_roles_apply_lets_the_app_read_but_not_write(pg_server, database_url, ca
         assert app.execute("SELECT id FROM stripe.customer").fetchall() == [("cus_r",)]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("DELETE FROM stripe.customer")
+
+
+def test_the_events_cursor_is_said_in_words() -> None:
+    from stripesync.app import events_cursor_line
+
+    assert "no backfill or run has recorded" in events_cursor_line(None)
+    assert "`stripesync run` records it" in events_cursor_line(None)
+    assert events_cursor_line({"event_id": None, "event_created": None}).startswith(
+        "events cursor: before the first event"
+    )
+    line = events_cursor_line({"event_id": "evt_1", "event_created": "2026-12-04T10:00:00Z"})
+    assert line == (
+        "events cursor: evt_1 (created 2026-12-04T10:00:00Z): the live sync resumes after "
+        "this event"
+    )
