@@ -33,6 +33,7 @@ log = logging.getLogger("stripesync.live")
 
 RETENTION_SECONDS = 30 * 24 * 3600
 MAX_EVENTS_PER_POLL = 1000
+APPLIED_LOG_INTERVAL = 10.0  # seconds between "applied N events" info lines
 
 
 class CursorExpired(Exception):
@@ -74,6 +75,24 @@ class LiveSync:
         # called after each applied batch, outside its transaction (upcoming invoices,
         # balance refresh); a failure there is logged, the cursor has already moved
         self.after_batch = after_batch
+        # "applied N events" goes to the log at most once per APPLIED_LOG_INTERVAL
+        self._unlogged = 0
+        self._logged_at: float | None = None
+        self.monotonic: Callable[[], float] = time.monotonic  # the log's clock
+
+    def _log_applied(self, n: int, cursor: str) -> None:
+        """At most one info line per APPLIED_LOG_INTERVAL, with the count since the last
+        one (a busy account would write a line a poll); every batch at debug level."""
+        self._unlogged += n
+        log.debug("applied %d events (cursor %s)", n, cursor)
+        now = self.monotonic()
+        if self._logged_at is not None and now - self._logged_at < APPLIED_LOG_INTERVAL:
+            return
+        if self._unlogged:
+            since = "" if self._logged_at is None else f" in {now - self._logged_at:.0f} s"
+            log.info("applied %d events%s (cursor %s)", self._unlogged, since, cursor)
+        self._unlogged = 0
+        self._logged_at = now
 
     def lag_seconds(self) -> float | None:
         """How stale the copy may be: None before the first complete poll."""
@@ -199,7 +218,7 @@ class LiveSync:
         self.last_event_created = float(newest["created"])
         for event_type, n in Counter(str(e.get("type")) for e in fresh).items():
             EVENTS_APPLIED.labels(event_type).inc(n)
-        log.info("applied %d events (cursor %s)", len(fresh), newest["id"])
+        self._log_applied(len(fresh), str(newest["id"]))
         if self.after_batch is not None and fresh:
             try:
                 await self.after_batch(plan)
