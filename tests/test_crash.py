@@ -405,6 +405,10 @@ def test_churn_leaves_database_equal_to_stripe(emulator, database_url, kills: in
         churn.halt.set()
         churn.join(10)
         assert churn.done > 300, (churn.kinds, churn.errors[:5])
+        every = ("customer.delete", "subscription.quantity", "subscription.replace_item",
+                 "subscription_item.delete", "subscription.cancel", "invoiceitem.update",
+                 "invoiceitem.delete", "invoice.create_long", "invoice.finalize")
+        assert all(churn.kinds.get(k) for k in every), churn.kinds
         sdk = emulator.stripe()
         pending = {i for i, o in _list(sdk, "/v1/invoiceitems", {}).items() if not o["invoice"]}
         unannounced = churn.updated_pending & pending
