@@ -58,6 +58,9 @@ RELISTED = {
     "balance_transaction",
     "balance",
     "application",
+    # a pending invoice item's update has had no event since invoiceitem.updated was
+    # removed (2023); once on an invoice, the invoice's events announce its changes
+    "invoiceitem",
 }
 
 
@@ -325,7 +328,14 @@ def _seed_entries(spec: Spec) -> list[Collection]:
             notes="A voided or uncollectible invoice keeps its row with that status; "
             "only a deleted draft goes.",
         ),
-        _listed(s, "invoiceitem", "/v1/invoiceitems"),
+        _listed(
+            s,
+            "invoiceitem",
+            "/v1/invoiceitems",
+            notes="Stripe sends no event when a pending invoice item changes "
+            "(invoiceitem.updated was removed in 2023): re-listed on a schedule. Invoice "
+            "events fetch the items on their lines.",
+        ),
         _listed(s, "issuing.card", "/v1/issuing/cards"),
         _listed(s, "issuing.cardholder", "/v1/issuing/cardholders"),
         _listed(s, "issuing.dispute", "/v1/issuing/disputes"),

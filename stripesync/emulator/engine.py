@@ -532,9 +532,12 @@ class Emulator:
         if not obj.get("id"):
             return obj  # an object Stripe does not keep (login links, funding instructions)
         rec = self.insert(obj_type, obj, lists=lists)
-        self.emit_for(call, rec, "created")
+        if not b.created_event_after_hook:
+            self.emit_for(call, rec, "created")
         if b.created is not None:
             b.created(call, rec)
+        if b.created_event_after_hook:
+            self.emit_for(call, rec, "created")
         return rec
 
     def update(self, call: Call, target: Record | dict[str, Any]) -> Record:

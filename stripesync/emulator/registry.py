@@ -32,6 +32,9 @@ class Behaviour:
     custom_id: bool = False  # `id` may be given on create (products, plans, coupons)
     retrieve_deleted: bool = False  # a deleted object retrieves as {id, object, deleted}
     event_prefix: Callable[[dict[str, Any]], str | None] | str | None = None
+    # the `created` event follows the after-create hook, so it shows what the hook added
+    # (an invoice's lines for the pending invoice items it took on)
+    created_event_after_hook: bool = False
     create: CreateHook | None = None
     created: AfterHook | None = None
     update: UpdateHook | None = None

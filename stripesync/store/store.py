@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -194,6 +194,37 @@ class Store:
             (list(as_of), list(as_of.values())),
         )
         return cur.rowcount
+
+    async def delete_unlisted_children(
+        self,
+        conn: Conn,
+        collection: Collection,
+        parent_id: str,
+        listed: Iterable[str],
+        *,
+        as_of: float,
+        event_id: str | None = None,
+        children: Sequence[Collection] = (),
+    ) -> int:
+        """A parent's complete list of its children as of `as_of` (a subscription's
+        `items` in an event): remove the rows of its children the list leaves out that
+        no newer copy has touched, with a tombstone at `as_of` (an item removed from a
+        subscription is deleted at Stripe)."""
+        if await self.present(conn, [collection]) != [collection]:
+            return 0
+        t = f"{quote(self.schema)}.{quote(collection.table)}"
+        key = quote(collection.key)
+        cur = await conn.execute(
+            f"SELECT {key} FROM {t} WHERE _parent_id = %s "  # type: ignore[arg-type]
+            f"AND NOT ({key} = ANY(%s)) AND _stripe_time <= to_timestamp(%s) FOR UPDATE",
+            (parent_id, list(listed), as_of),
+        )
+        gone = [str(row[0]) for row in await cur.fetchall()]
+        if not gone:
+            return 0
+        return await self.delete(
+            conn, collection, gone, deleted_at=as_of, event_id=event_id, children=children
+        )
 
     async def delete_missing_children(
         self, conn: Conn, collection: Collection, parent_id: str, keep_ids: Sequence[str]

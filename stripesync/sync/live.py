@@ -16,24 +16,43 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from stripesync.catalog import Catalog, build_catalog
+from stripesync.catalog import Catalog, Collection, build_catalog
+from stripesync.catalog.entries import embedded_field
 from stripesync.obs.metrics import EVENTS_APPLIED
 from stripesync.schema.columns import quote
-from stripesync.store import Incoming, Store
+from stripesync.store import Store
 from stripesync.store.store import fetch_time
 from stripesync.stripe_api.client import StripeApi, StripeApiError, redact
-from stripesync.sync.events import Plan, Refetch, apply_plan, plan_events
+from stripesync.sync.events import (
+    Plan,
+    Refetch,
+    add_object,
+    apply_plan,
+    items_on_lines,
+    plan_events,
+)
 
 log = logging.getLogger("stripesync.live")
 
 RETENTION_SECONDS = 30 * 24 * 3600
 MAX_EVENTS_PER_POLL = 1000
 APPLIED_LOG_INTERVAL = 10.0  # seconds between "applied N events" info lines
+
+
+@dataclass(slots=True)
+class Fetched:
+    """An object fetched again (None: gone), with the children it embeds in truncated
+    lists listed in full."""
+
+    ref: Refetch
+    obj: dict[str, Any] | None
+    fetched: float  # the Stripe-side time of the copy
+    listed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class CursorExpired(Exception):
@@ -145,29 +164,64 @@ class LiveSync:
                 break
         return out
 
-    async def _refetch(
-        self, items: list[Refetch]
-    ) -> list[tuple[Refetch, dict[str, Any] | None, float]]:
-        async def one(r: Refetch) -> tuple[Refetch, dict[str, Any] | None, float]:
+    async def _refetch(self, items: list[Refetch]) -> list[Fetched]:
+        async def one(r: Refetch) -> Fetched:
             c = self.catalog[r.collection]
             path = c.read.retrieve
             if path is None:
-                return r, None, fetch_time(self.api.clock.now())
+                return Fetched(r, None, fetch_time(self.api.clock.now()))
             # the last brace is the object's id; an earlier one is its parent's
             path = re.sub(r"\{[a-z_]+\}$", r.id, path)
             if "{" in path:
                 if r.parent_id is None:
-                    return r, None, fetch_time(self.api.clock.now())
+                    return Fetched(r, None, fetch_time(self.api.clock.now()))
                 path = re.sub(r"\{[a-z_]+\}", r.parent_id, path, count=1)
             fetched = fetch_time(self.api.clock.now())
             try:
-                return r, await self.api.get(path, stripe_version=c.read.api_version), fetched
+                obj = await self.api.get(path, stripe_version=c.read.api_version)
+                return Fetched(r, obj, fetched, await self._truncated_children(c, obj))
             except StripeApiError as e:
                 if e.not_found:
-                    return r, None, fetched
+                    return Fetched(r, None, fetched)
                 raise
 
         return list(await asyncio.gather(*(one(r) for r in items)))
+
+    async def _truncated_children(
+        self, c: Collection, obj: dict[str, Any]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The children a fetched object embeds in a truncated list (an invoice's `lines`
+        past the first ten), listed in full, by child collection."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        oid = obj.get(c.key)
+        for child in self.catalog.children_of(c.name):
+            name = embedded_field(child.name)
+            v = obj.get(name) if name else None
+            read = child.read
+            if not (isinstance(v, dict) and v.get("has_more") and read.path and oid):
+                continue
+            param = "{" + str(read.parent_param) + "}"
+            if param in read.path:
+                path, params = read.path.replace(param, str(oid)), {"limit": 100}
+            else:
+                path, params = read.path, {"limit": 100, str(read.parent_param): str(oid)}
+            items: list[dict[str, Any]] = []
+            try:
+                while True:
+                    page = await self.api.get(
+                        path, {**read.params, **params}, stripe_version=read.api_version
+                    )
+                    data = page.get("data", [])
+                    items += [o for o in data if o.get("object") in child.objects]
+                    if not (page.get("has_more") and data):
+                        break
+                    params["starting_after"] = data[-1]["id"]
+            except StripeApiError as e:
+                if e.not_found:  # the parent went meanwhile: its deletion event follows
+                    continue
+                raise
+            out[child.name] = items
+        return out
 
     async def poll_once(self) -> PollResult:
         started = self.api.clock.now()  # Stripe's time, as events' `created` are
@@ -193,20 +247,36 @@ class LiveSync:
         fresh = [e for e in events if e["id"] not in seen]
         plan = plan_events(fresh, catalog=self.catalog)
         refetched = await self._refetch(list(plan.refetch.values()))
+        # the invoice items on the lines past those an invoice's events embedded
+        more: dict[str, Refetch] = {}
+        for f in refetched:
+            if f.ref.collection == "invoice" and f.ref.id in plan.follow_lines:
+                for item in items_on_lines(f.listed.get("line_item", [])):
+                    if ("invoiceitem", item) not in plan.refetch:
+                        more[item] = Refetch("invoiceitem", item, None)
+        if more and "invoiceitem" in self.catalog:
+            refetched += await self._refetch(list(more.values()))
         newest = events[-1]
         async with self.pool.connection() as conn, conn.transaction():
             applied = await apply_plan(conn, self.store, plan, catalog=self.catalog)
-            for r, obj, fetched in refetched:
+            fresh_copies = Plan()
+            for f in refetched:
                 # a deleted object retrieves as a stub: its deletion event does the work
-                if obj is not None and obj.get("deleted") is not True:
+                if f.obj is not None and f.obj.get("deleted") is not True:
                     # fetched after this batch was listed: newer than any of its events
                     # (ties go to the later write, and this one comes after them)
-                    when = max(fetched, float(newest["created"]))
-                    await self.store.upsert(
-                        conn,
-                        self.catalog[r.collection],
-                        [Incoming(obj, stripe_time=when, parent_id=r.parent_id)],
+                    when = max(f.fetched, float(newest["created"]))
+                    add_object(
+                        fresh_copies,
+                        self.catalog,
+                        self.catalog[f.ref.collection],
+                        f.obj,
+                        when=when,
+                        parent=f.ref.parent_id,
+                        event_id=None,
+                        listed=f.listed,
                     )
+            await apply_plan(conn, self.store, fresh_copies, catalog=self.catalog)
             await conn.execute(
                 f"INSERT INTO {quote(self.schema)}._events_cursor (name, event_id, event_created) "
                 "VALUES ('live', %s, %s) ON CONFLICT (name) DO UPDATE SET "

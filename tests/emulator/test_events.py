@@ -138,3 +138,37 @@ def test_subscription_cancel_emits_deleted(emulator):
     ev = client.v1.events.list(params={"type": "customer.subscription.deleted"}).data
     assert ev[0].data.object.id == sub.id
     assert ev[0].data.object.status == "canceled"
+
+
+def test_invoice_created_shows_the_pending_items_it_took_on(emulator):
+    """Stripe's invoice.created carries the invoice as created: with the lines of the
+    pending invoice items it took on (their own change has no event)."""
+    client = emulator.stripe()
+    cus = client.v1.customers.create()
+    ii = client.v1.invoice_items.create(
+        params={"customer": cus.id, "amount": 700, "currency": "usd"}
+    )
+    inv = client.v1.invoices.create(
+        params={"customer": cus.id, "pending_invoice_items_behavior": "include"}
+    )
+    created = client.v1.events.list(params={"type": "invoice.created"}).data[0]
+    assert created.data.object.to_dict() == client.v1.invoices.retrieve(inv.id).to_dict()
+    lines = created.data.object.lines.data
+    assert [ln.parent.invoice_item_details.invoice_item for ln in lines] == [ii.id]
+    assert _types(client, type="invoiceitem.*") == ["invoiceitem.created"]
+
+
+def test_an_invoice_item_on_a_finalized_invoice_cannot_be_updated(emulator):
+    client = emulator.stripe()
+    cus = client.v1.customers.create()
+    ii = client.v1.invoice_items.create(
+        params={"customer": cus.id, "amount": 700, "currency": "usd"}
+    )
+    inv = client.v1.invoices.create(
+        params={"customer": cus.id, "pending_invoice_items_behavior": "include"}
+    )
+    client.v1.invoices.finalize_invoice(inv.id)
+    before = client.v1.invoice_items.retrieve(ii.id).to_dict()
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.invoice_items.update(ii.id, params={"amount": 900, "description": "x"})
+    assert client.v1.invoice_items.retrieve(ii.id).to_dict() == before

@@ -165,3 +165,73 @@ async def test_subscription_events_keep_its_items_current(conn):
     await conn.commit()
     rows = await _rows(conn, "SELECT id, quantity, _parent_id FROM stripe.subscription_item")
     assert rows == [("si_1", 3, "sub_1")]
+
+
+def _sub(sid, items, **kw):
+    return {"id": sid, "object": "subscription", "created": 1, "status": "active",
+            "customer": "cus_1", **kw,
+            "items": {"object": "list", "data": items, "has_more": False, "url": "/x"}}
+
+
+def _item(iid, sid, quantity=1):
+    return {"id": iid, "object": "subscription_item", "created": 1, "quantity": quantity,
+            "subscription": sid, "metadata": {}}
+
+
+async def test_items_a_subscription_no_longer_lists_are_deleted(conn):
+    """Replacing an item deletes the old one at Stripe, with no event of its own: the
+    subscription's next event lists its items without it."""
+    store = Store("stripe")
+    first = event("customer.subscription.created",
+                  _sub("sub_r", [_item("si_a", "sub_r"), _item("si_b", "sub_r")]), 100)
+    second = event("customer.subscription.updated",
+                   _sub("sub_r", [_item("si_a", "sub_r"), _item("si_c", "sub_r", 4)]), 101)
+    for batch in ([first], [second]):
+        await apply_plan(conn, store, plan_events(batch, catalog=CAT), catalog=CAT)
+        await conn.commit()
+    rows = await _rows(conn, "SELECT id FROM stripe.subscription_item ORDER BY id")
+    assert rows == [("si_a",), ("si_c",)]
+    tomb = await _rows(conn, "SELECT id, event_id FROM stripe._deletions")
+    assert tomb == [("si_b", second["id"])]
+    # the older event again (a replay) brings nothing back
+    await apply_plan(conn, store, plan_events([first], catalog=CAT), catalog=CAT)
+    rows = await _rows(conn, "SELECT id FROM stripe.subscription_item ORDER BY id")
+    assert rows == [("si_a",), ("si_c",)]
+
+
+async def test_within_one_batch_the_newest_list_decides(conn):
+    store = Store("stripe")
+    evs = [
+        event("customer.subscription.created", _sub("sub_n", [_item("si_x", "sub_n")]), 200),
+        event("customer.subscription.updated", _sub("sub_n", [_item("si_y", "sub_n")]), 201),
+    ]
+    await apply_plan(conn, store, plan_events(evs, catalog=CAT), catalog=CAT)
+    assert await _rows(conn, "SELECT id FROM stripe.subscription_item") == [("si_y",)]
+
+
+async def test_same_second_events_leave_the_children_to_the_fresh_copy():
+    """Two events of one subscription in one second: their order is unknown, so neither
+    list removes children; the refetched subscription's list does."""
+    evs = [
+        event("customer.subscription.updated", _sub("sub_s", [_item("si_1", "sub_s")]), 300),
+        event("customer.subscription.updated", _sub("sub_s", [_item("si_2", "sub_s")]), 300),
+    ]
+    plan = plan_events(evs, catalog=CAT)
+    assert ("subscription", "sub_s") in plan.refetch
+    assert not plan.child_lists
+
+
+async def test_a_finalized_invoice_refetches_its_customer_and_truncated_lines_are_followed():
+    lines = {"object": "list", "has_more": True, "url": "/v1/invoices/in_l/lines",
+             "data": [{"id": "il_1", "object": "line_item",
+                       "parent": {"invoice_item_details": {"invoice_item": "ii_1"}}}]}
+    inv = {"id": "in_l", "object": "invoice", "customer": "cus_f", "created": 1,
+           "lines": lines}
+    plan = plan_events([event("invoice.created", inv, 400)], catalog=CAT)
+    assert ("customer", "cus_f") not in plan.refetch  # no number yet
+    assert {("invoice", "in_l"), ("invoiceitem", "ii_1")} <= set(plan.refetch)
+    assert plan.follow_lines == {"in_l"}
+    assert not plan.child_lists  # a truncated list proves nothing absent
+    plan = plan_events([event("invoice.finalized", inv, 401)], catalog=CAT)
+    assert ("customer", "cus_f") in plan.refetch
+    assert not plan.follow_lines  # a finalized invoice's lines take on no items

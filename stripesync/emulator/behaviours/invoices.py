@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from stripesync.emulator.engine import Call, Emulator
     from stripesync.emulator.store import Record
 
+
 def _new_invoice(call: Call, cus: dict[str, Any], collection_method: str) -> dict[str, Any]:
     em = call.em
     now = call.now
@@ -168,6 +169,8 @@ def _pay(call: Call, rec: Record, updated: bool = False) -> None:
 invoice = behaviour(
     "invoice",
     consumes={"pending_invoice_items_behavior", "subscription", "default_tax_rates", "discounts"},
+    # Stripe's invoice.created shows the lines of the pending items the invoice took on
+    created_event_after_hook=True,
 )
 
 
@@ -486,6 +489,14 @@ def _lines_of_item(em: Emulator, ii: Record) -> list[Record]:
 @invoiceitem.on_update
 def _invoiceitem_update(call: Call, rec: Record, before: dict[str, Any]) -> None:
     em = call.em
+    inv = em.get("invoice", str(rec.obj.get("invoice") or ""))
+    if inv is not None and inv.obj.get("status") != "draft":
+        rec.obj.clear()  # refused: the item stays as it was
+        rec.obj.update(before)
+        rec.touch()
+        raise StripeError.invalid(
+            "Invoice items attached to a finalized invoice cannot be updated."
+        )
     if call.param("amount") is not None or call.param("quantity") is not None:
         if call.param("amount") is None and rec.obj.get("pricing"):
             pid = rec.obj["pricing"]["price_details"]["price"]
