@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,12 @@ from rich.table import Table
 
 from stripesync import settings
 from stripesync.catalog import UnknownCollectionError, build_catalog
-from stripesync.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, default_data_dir
+from stripesync.db.embedded import (
+    SUPERUSER,
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    default_data_dir,
+)
 from stripesync.db.url import check_database_url
 from stripesync.schema.columns import quote
 from stripesync.schema.migrate import migrate
@@ -47,7 +54,7 @@ class UsageError(UserError):
 
 
 def add_database_options(p: argparse.ArgumentParser) -> None:
-    settings.add(p, "database_url", "schema")
+    settings.add(p, "database_url", "schema", "data_dir")
 
 
 def add_stripe_options(p: argparse.ArgumentParser) -> None:
@@ -139,25 +146,76 @@ def collections_option(value: str | list[str] | None) -> list[str] | None:
 class Database:
     url: str
     embedded: EmbeddedPostgres | None = None
+    # this process started the embedded server: it stops it when the command ends
+    started: bool = False
+    # say at the end whether the embedded server was stopped or left running
+    report: bool = True
 
 
-def open_database(url: str | None, *, announce: bool = True) -> Database:
-    """The given database, or the embedded one (started, or found running)."""
+# The embedded servers this process opened; `run_command` closes them when the command
+# ends, however it ends (done, an error, Ctrl-C, SIGTERM).
+_OPENED: list[Database] = []
+
+
+def open_database(
+    url: str | None,
+    *,
+    data_dir: str | None = None,
+    announce: bool = True,
+    report: bool | None = None,
+) -> Database:
+    """The given database, or the embedded one in `data_dir` (started, or found running).
+
+    A server this call starts is stopped when the command ends; one it found running is
+    left running. `announce`: print its psql URL now; `report` (default: `announce`): say
+    at the end which of the two happened.
+    """
     if url:
         try:
             check_database_url(url)
         except ValueError as e:
             raise UsageError(str(e)) from None
         return Database(url)
-    pg = EmbeddedPostgres(default_data_dir(), port=0)
+    pg = EmbeddedPostgres(data_dir or default_data_dir(), port=0)
+    db = Database("", pg, report=announce if report is None else report)
+    _OPENED.append(db)  # first: a server that starts but then fails a check is stopped too
     try:
         pg.start()
     except EmbeddedPostgresError as e:
         raise UserError(f"embedded PostgreSQL: {e}") from None
-    url = pg.tcp_url if pg.port else pg.url
+    finally:
+        db.started = pg.started
+    db.url = pg.tcp_url if pg.port else pg.url
     if announce:
         print(f"embedded PostgreSQL: psql '{pg.socket_url}'", file=sys.stderr)
-    return Database(url, pg)
+    return db
+
+
+def close_databases() -> bool:
+    """Stop the embedded servers this process started, leave the others running, and say
+    which happened. False when a server could not be stopped."""
+    ok = True
+    while _OPENED:
+        db = _OPENED.pop()
+        pg = db.embedded
+        if pg is None:
+            continue
+        if not db.started:
+            if db.report and db.url:
+                print_line(
+                    "embedded PostgreSQL left running (it was running before; "
+                    "`stripesync db stop` stops it)"
+                )
+            continue
+        try:
+            pg.stop()
+        except EmbeddedPostgresError as e:
+            print_line(f"stripesync: embedded PostgreSQL: {redact(str(e))}")
+            ok = False
+            continue
+        if db.report:
+            print_line("embedded PostgreSQL stopped")
+    return ok
 
 
 @asynccontextmanager
@@ -217,7 +275,7 @@ def require_key(args: argparse.Namespace) -> None:
 async def _backfill(args: argparse.Namespace) -> int:
     require_key(args)
     names = collections_option(args.collections)
-    db = open_database(args.database_url)
+    db = open_database(args.database_url, data_dir=args.data_dir)
     async with stripe_and_database(args, db) as (pool, api):
         async with pool.connection() as conn:
             selected = build_catalog().select(names)
@@ -299,11 +357,11 @@ async def _run(args: argparse.Namespace) -> int:
         proxy_host, proxy_port = parse_listen(args.proxy_listen)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
-    db = open_database(args.database_url)
+    db = open_database(args.database_url, data_dir=args.data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # SIGTERM arrives as SIGINT (run_command): the batch in hand commits, then we stop
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     console = Console(stderr=True)
     async with stripe_and_database(args, db) as (pool, api):
         if args.register_webhook:
@@ -355,8 +413,7 @@ async def _run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(signal.SIGINT)
     console.print(f"stopped: {runner.live.events_applied} events applied")
     skipped = any(r.skipped for r in state.backfills)
     return EXIT_SKIPPED if skipped else EXIT_OK
@@ -401,7 +458,7 @@ def cmd_roles(args: argparse.Namespace) -> int:
 async def _roles(args: argparse.Namespace) -> int:
     from stripesync.proxy.roles import role_setup_sql
 
-    db = open_database(args.database_url, announce=False)
+    db = open_database(args.database_url, data_dir=args.data_dir, announce=False)
     owner = args.owner_role or psycopg.conninfo.conninfo_to_dict(db.url).get("user")
     if not owner:
         raise UsageError("--owner-role is needed: the database URL names no user")
@@ -447,7 +504,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 async def _status(args: argparse.Namespace) -> int:
     from stripesync.http.status import StatusCollector
 
-    db = open_database(args.database_url, announce=False)
+    db = open_database(args.database_url, data_dir=args.data_dir, announce=False)
     async with connect_pool(db.url, max_size=2) as pool:
         async with pool.connection() as conn:
             cur = await conn.execute(
@@ -519,21 +576,66 @@ def events_cursor_line(cursor: dict[str, Any] | None) -> str:
 
 
 def run_command(coro: Any) -> int:
-    """Run a command's coroutine: user errors are one line, never a traceback."""
+    """Run a command's coroutine: user errors are one line, never a traceback. However
+    it ends, the embedded PostgreSQL it started is stopped (`close_databases`)."""
+    code = EXIT_ERROR
     try:
-        return int(asyncio.run(coro))
-    except UsageError as e:
-        print(f"stripesync: {redact(str(e))}", file=sys.stderr)
-        return EXIT_USAGE
-    except UserError as e:
-        print(f"stripesync: {redact(str(e))}", file=sys.stderr)
-        return EXIT_ERROR
-    except StripeApiError as e:
-        print(f"stripesync: Stripe: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("stripesync: interrupted", file=sys.stderr)
-        return 130
+        with _sigterm_as_sigint():
+            try:
+                code = int(asyncio.run(coro))
+            except UsageError as e:
+                print(f"stripesync: {redact(str(e))}", file=sys.stderr)
+                code = EXIT_USAGE
+            except UserError as e:
+                print(f"stripesync: {redact(str(e))}", file=sys.stderr)
+                code = EXIT_ERROR
+            except StripeApiError as e:
+                print(f"stripesync: Stripe: {e}", file=sys.stderr)
+                code = EXIT_ERROR
+            except KeyboardInterrupt:
+                print("stripesync: interrupted", file=sys.stderr)
+                code = 130
+    finally:
+        with _signals_ignored():  # a second Ctrl-C must not cut the stop short
+            if not close_databases() and code == EXIT_OK:
+                code = EXIT_ERROR
+    return code
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM does what Ctrl-C does: the command stops (the live sync after the batch
+    in hand; earlier, by cancellation), and what it started is stopped. The commands
+    handle SIGINT only, so SIGTERM never falls back to the default (instant death)."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    if not _in_main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # ---- demo -----------------------------------------------------------------------------
@@ -549,11 +651,8 @@ def register_demo(subparsers: argparse._SubParsersAction) -> None:  # type: igno
     )
     p.add_argument("--customers", type=int, default=500, help="size of the seeded account")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument(
-        "--data-dir", default=None, help="embedded PostgreSQL directory (default: user data dir)"
-    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    settings.add(p, "http_listen", "proxy_listen")
+    settings.add(p, "data_dir", "http_listen", "proxy_listen")
     p.set_defaults(run=cmd_demo)
 
 
@@ -570,11 +669,9 @@ async def _demo(args: argparse.Namespace) -> int:
     from stripesync.runner import RunConfig, Runner
 
     console = Console(stderr=True)
-    pg = EmbeddedPostgres(args.data_dir or default_data_dir(), port=0)
-    try:
-        pg.start()
-    except EmbeddedPostgresError as e:
-        raise UserError(f"embedded PostgreSQL: {e}") from None
+    db = open_database(None, data_dir=args.data_dir, announce=False, report=True)
+    pg = db.embedded
+    assert pg is not None
     admin = await psycopg.AsyncConnection.connect(pg.tcp_url, autocommit=True)
     async with admin:
         cur = await admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,))
@@ -589,8 +686,7 @@ async def _demo(args: argparse.Namespace) -> int:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)  # SIGTERM arrives as SIGINT
     with EmulatorServer() as emu:
         counts = generate(emu.emulator, customers=args.customers, seed=42)
         added = counts["added"]
@@ -635,8 +731,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     await asyncio.gather(task, return_exceptions=True)
                     if trickle is not None:
                         await asyncio.gather(trickle, return_exceptions=True)
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.remove_signal_handler(sig)
+                    loop.remove_signal_handler(signal.SIGINT)
                 try:
                     task.result()
                 except OSError as e:
@@ -693,3 +788,76 @@ async def _trickle(api_base: str, stop: asyncio.Event) -> None:
             log.warning("demo activity: %s", e)
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
+
+
+# ---- db: the embedded PostgreSQL ------------------------------------------------------
+
+
+def register_db(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "db",
+        help="the embedded PostgreSQL: status, start, stop, url",
+        description="The embedded PostgreSQL that commands use without a database URL. "
+        "A command stops the server it started when it ends and leaves one it found "
+        "running; `start` starts it for good (until `stop`).",
+    )
+    p.add_argument(
+        "action",
+        choices=["status", "start", "stop", "url"],
+        help="status: whether it runs (pid, port, data directory, URL); start: start it and "
+        "leave it running; stop: stop it; url: its psql URL",
+    )
+    settings.add(p, "data_dir")
+    p.set_defaults(run=cmd_db)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    pg = EmbeddedPostgres(args.data_dir or default_data_dir(), port=0)
+    try:
+        if args.action == "status":
+            return _db_status(pg)
+        if args.action == "start":
+            pg.start()
+            said = "started" if pg.started else "already running"
+            print_line(f"embedded PostgreSQL {said} (pid {pg.info.pid}, {pg.data_dir})")
+            print(pg.socket_url)
+            return EXIT_OK
+        if args.action == "stop":
+            info = pg.find_running()
+            if info is None:
+                print_line(f"embedded PostgreSQL was not running ({pg.data_dir})")
+                return EXIT_OK
+            pg.stop()
+            print_line(f"embedded PostgreSQL stopped (pid {info.pid}, {pg.data_dir})")
+            return EXIT_OK
+        # url: the one the other commands print (the Unix socket: no password)
+        if pg.find_running() is None:
+            print_line(
+                f"stripesync: embedded PostgreSQL in {pg.data_dir} is not running "
+                "(`stripesync db start` starts it)"
+            )
+            return EXIT_ERROR
+        print(pg.socket_url)
+        return EXIT_OK
+    except EmbeddedPostgresError as e:
+        print_line(f"stripesync: embedded PostgreSQL: {redact(str(e))}")
+        return EXIT_ERROR
+
+
+def _db_status(pg: EmbeddedPostgres) -> int:
+    """What runs in the data directory; never the password (it stays in its file)."""
+    info = pg.find_running()
+    if info is None:
+        made = (pg.pgdata / "PG_VERSION").exists()
+        print("embedded PostgreSQL: not running" + ("" if made else " (never started here)"))
+        print(f"data directory: {pg.data_dir}")
+        return EXIT_OK
+    print(f"embedded PostgreSQL: running ({info.status})")
+    print(f"pid: {info.pid}")
+    print(f"port: {f'{pg.host}:{info.port}' if info.listen else 'none (Unix socket only)'}")
+    print(f"data directory: {pg.data_dir}")
+    print(f"url: {pg.socket_url}")
+    if info.listen:
+        tcp = f"postgresql://{SUPERUSER}@{pg.host}:{info.port}/postgres"
+        print(f"tcp url: {tcp} (password in {pg.data_dir / 'superuser-password'})")
+    return EXIT_OK

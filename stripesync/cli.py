@@ -37,6 +37,7 @@ def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: 
     return [
         app.register,
         app.register_demo,
+        app.register_db,
         doctor.register,
         emulator_cli.register,
         proxy_cli.register,

@@ -204,7 +204,7 @@ async def _doctor(args: argparse.Namespace) -> int:
     catalog = build_catalog()
     selected = catalog.select(names)
     report = Report()
-    db = open_database(args.database_url, announce=False)
+    db = open_database(args.database_url, data_dir=args.data_dir, announce=False)
     async with connect_pool(db.url, max_size=2) as pool:
         await check_database(pool, args.schema, report, catalog)
     if not args.api_key:

@@ -118,6 +118,13 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("schema", "schema of the synced tables", default="stripe"),
         Setting(
+            "data_dir",
+            "directory of the embedded PostgreSQL used without a database URL; default: "
+            "the user's data directory",
+            env="STRIPESYNC_DATA_DIR",
+            metavar="DIR",
+        ),
+        Setting(
             "collections",
             "comma-separated catalog names to sync (default: all)",
             parse=_collections,

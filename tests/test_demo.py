@@ -11,6 +11,8 @@ import time
 import httpx
 import psycopg
 
+from stripesync.db.embedded import EmbeddedPostgres
+
 
 def test_demo_backfills_follows_serves_and_writes_through_the_proxy(pg_data_dir):
     proc = subprocess.Popen(
@@ -66,3 +68,26 @@ def test_demo_backfills_follows_serves_and_writes_through_the_proxy(pg_data_dir)
     reader.join(5)
     assert any("live sync applied" in ln for ln in lines)
     assert not any("Traceback" in ln for ln in lines)
+    # the demo started the embedded PostgreSQL: Ctrl-C stopped it too
+    assert lines[-1] == "embedded PostgreSQL stopped", "\n".join(lines)
+    assert not EmbeddedPostgres(pg_data_dir).is_running()
+
+
+def test_demo_leaves_an_embedded_postgres_it_found_running(pg_data_dir):
+    pg = EmbeddedPostgres(pg_data_dir, port=0, fast=True)
+    pg.start()  # started before the demo (another command, `stripesync db start`)
+    try:
+        pid = pg.info.pid
+        out = subprocess.run(
+            [sys.executable, "-m", "stripesync", "demo", "--customers", "5", "--duration",
+             "1", "--data-dir", str(pg_data_dir), "--no-progress", "--http-listen",
+             "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("embedded PostgreSQL left running (it was running before"), last
+        info = EmbeddedPostgres(pg_data_dir).find_running()
+        assert info is not None and info.pid == pid
+    finally:
+        pg.stop()

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from stripesync.db.embedded import EmbeddedPostgres
 from stripesync.emulator.generator import generate
 
 KEY = "sk_test_run_secret_key_0001"
@@ -29,13 +30,13 @@ WEBHOOK_SECRET = "whsec_run_test_secret_value"
 class Proc:
     """A running `stripesync run` whose stderr is collected in the background."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, command: str = "run", env: dict[str, str] | None = None) -> None:
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "stripesync", "run", "--no-progress", *args],
+            [sys.executable, "-m", "stripesync", command, "--no-progress", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
         )
         self.lines: list[str] = []
         self._t = threading.Thread(target=self._read, daemon=True)
@@ -405,3 +406,140 @@ def test_an_older_installs_webhook_secret_moves_and_still_verifies(
     assert _deliver(url, endpoint.secret) == 200
     assert proc.stop() == 0
     assert endpoint.secret not in proc.text()
+
+
+# ---- the embedded PostgreSQL: stopped when the command started it, else left running ----
+
+STOPPED = "embedded PostgreSQL stopped"
+LEFT_RUNNING = "embedded PostgreSQL left running (it was running before"
+
+
+def _embedded_env() -> dict[str, str]:
+    """No database URL and no data directory from the environment: the flags say."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "STRIPESYNC_DATA_DIR")}
+    return {**env, "STRIPESYNC_LOG_LEVEL": "warning"}
+
+
+def _embedded_run(emulator: Any, data_dir: Path) -> Proc:
+    return Proc(
+        "--api-key", KEY, "--api-base", emulator.url, "--data-dir", str(data_dir),
+        "--http-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--max-rps", "200",
+        "--collections", "customer", env=_embedded_env(),
+    )  # fmt: skip
+
+
+def _pid(data_dir: Path) -> int | None:
+    info = EmbeddedPostgres(data_dir).find_running()
+    return None if info is None else info.pid
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_run_stops_the_embedded_postgres_it_started(emulator, pg_data_dir, sig) -> None:
+    generate(emulator.state, customers=5, seed=3)
+    proc = _embedded_run(emulator, pg_data_dir)
+    try:
+        psql = proc.wait_for("embedded PostgreSQL: psql ", timeout=120)
+        proc.wait_for("live sync: ")
+        assert _pid(pg_data_dir) is not None
+        assert EmbeddedPostgres(pg_data_dir).find_running() is not None
+        assert proc.stop(sig) == 0
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
+            proc.p.wait()
+    assert _pid(pg_data_dir) is None, proc.text()
+    assert proc.lines[-1] == STOPPED, proc.text()
+    assert "Traceback" not in proc.text()
+    assert EmbeddedPostgres(pg_data_dir)._read_password() not in proc.text() + psql
+
+
+def test_run_interrupted_while_starting_still_stops_the_embedded_postgres(
+    emulator, pg_data_dir
+) -> None:
+    generate(emulator.state, customers=20, seed=4)
+    emulator.controls.configure(latency_ms=300)  # the backfill takes a while: stop it there
+    proc = _embedded_run(emulator, pg_data_dir)
+    try:
+        proc.wait_for("embedded PostgreSQL: psql ", timeout=120)
+        code = proc.stop(signal.SIGTERM)
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
+            proc.p.wait()
+    assert code in (0, 130), proc.text()
+    assert _pid(pg_data_dir) is None, proc.text()
+    assert proc.lines[-1] == STOPPED, proc.text()
+    assert "Traceback" not in proc.text()
+
+
+def test_run_interrupted_while_the_server_starts_still_stops_it(emulator, pg_data_dir) -> None:
+    proc = _embedded_run(emulator, pg_data_dir)
+    try:
+        pid_file = pg_data_dir / "pgdata" / "postmaster.pid"
+        deadline = time.monotonic() + 120
+        while not pid_file.exists():  # the server is starting: the command is not yet in
+            assert proc.p.poll() is None and time.monotonic() < deadline, proc.text()
+            time.sleep(0.01)
+        code = proc.stop(signal.SIGTERM)
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
+            proc.p.wait()
+    assert code in (0, 130), proc.text()
+    assert _pid(pg_data_dir) is None, proc.text()
+    assert proc.lines[-1] == STOPPED, proc.text()
+    assert "Traceback" not in proc.text()
+
+
+def test_run_leaves_a_running_embedded_postgres_running(emulator, pg_data_dir) -> None:
+    pg = EmbeddedPostgres(pg_data_dir, port=0, fast=True)
+    pg.start()  # started by someone else (another command, `stripesync db start`)
+    try:
+        pid = pg.info.pid
+        generate(emulator.state, customers=5, seed=5)
+        proc = _embedded_run(emulator, pg_data_dir)
+        try:
+            proc.wait_for("live sync: ", timeout=120)
+            assert proc.stop(signal.SIGINT) == 0
+        finally:
+            if proc.p.poll() is None:
+                proc.p.kill()
+                proc.p.wait()
+        assert _pid(pg_data_dir) == pid, proc.text()
+        assert proc.lines[-1].startswith(LEFT_RUNNING), proc.text()
+        with psycopg.connect(pg.socket_url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pg.stop()
+
+
+def test_backfill_stops_the_embedded_postgres_it_started_even_after_an_error(
+    emulator, pg_data_dir
+) -> None:
+    generate(emulator.state, customers=5, seed=6)
+    base = [sys.executable, "-m", "stripesync", "backfill", "--no-progress", "--api-base",
+            emulator.url, "--data-dir", str(pg_data_dir), "--collections", "customer"]
+    out = subprocess.run([*base, "--api-key", KEY], capture_output=True, text=True,
+                         timeout=180, env=_embedded_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == STOPPED
+    assert _pid(pg_data_dir) is None
+    # an error (Stripe refuses the key): stopped all the same, exit code 1
+    out = subprocess.run([*base, "--api-key", "sk_live_refused"], capture_output=True,
+                         text=True, timeout=180, env=_embedded_env())
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == STOPPED, out.stderr
+    assert _pid(pg_data_dir) is None
+    # found running: left running, after success as after an error
+    pg = EmbeddedPostgres(pg_data_dir, port=0, fast=True)
+    pg.start()
+    try:
+        for key, code in ((KEY, 0), ("sk_live_refused", 1)):
+            out = subprocess.run([*base, "--api-key", key], capture_output=True, text=True,
+                                 timeout=180, env=_embedded_env())
+            assert out.returncode == code, out.stderr
+            assert out.stderr.strip().splitlines()[-1].startswith(LEFT_RUNNING), out.stderr
+            assert _pid(pg_data_dir) == pg.info.pid
+    finally:
+        pg.stop()

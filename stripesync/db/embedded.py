@@ -189,7 +189,9 @@ class EmbeddedPostgres:
     ``start()`` initialises the directory on first use, finds a server that is already
     running there (started by this or another process) or starts it, and returns a
     connection URL. The server keeps running after this process exits, so the next run
-    starts instantly; ``stop()`` stops it.
+    starts instantly; ``stop()`` stops it. After ``start()``, ``started`` says whether this
+    call started the server (True) or found it running (False): a caller that should
+    leave things as it found them stops it only in the first case.
 
     ``port``: listen on TCP ``127.0.0.1:port`` as well as on the Unix socket; ``0`` picks
     a free port; ``None`` means Unix socket only when starting, and keeps whatever the
@@ -217,6 +219,8 @@ class EmbeddedPostgres:
         self.extra_settings: dict[str, str | int | bool] = dict(settings or {})
         self._info: ServerInfo | None = None
         self._password: str | None = None
+        # True once start() started the server itself; False when it found it running
+        self.started = False
 
     # ----------------------------------------------------------------- paths
 
@@ -351,6 +355,16 @@ class EmbeddedPostgres:
         info = ServerInfo.read(self.pgdata) if self.pgdata.is_dir() else None
         return info is not None and info.is_alive()
 
+    def find_running(self) -> ServerInfo | None:
+        """The running server's ``postmaster.pid`` (then ``url`` and the other URLs work),
+        or None when no server runs here. Starts nothing, changes nothing."""
+        info = ServerInfo.read(self.pgdata) if self.pgdata.is_dir() else None
+        if info is None or not info.is_alive():
+            self._info = None
+            return None
+        self._info = info
+        return info
+
     def __enter__(self) -> Self:
         self.start()
         return self
@@ -379,6 +393,7 @@ class EmbeddedPostgres:
             os.close(fd)  # releases the lock
 
     def _start_locked(self) -> None:
+        self.started = False
         run_as = _run_as()
         if run_as.switch:
             _make_traversable(self.data_dir)
@@ -416,6 +431,7 @@ class EmbeddedPostgres:
                     ["start", "-w", "-t", str(START_TIMEOUT_S), "-l", str(self.log_path)],
                     "start",
                 )
+                self.started = True
                 break
             except EmbeddedPostgresError as err:
                 leftover = "is still in use" in str(err) or "already exists" in str(err)

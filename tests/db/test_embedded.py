@@ -271,3 +271,31 @@ def test_runs_as_a_normal_user_too(pg_data_dir: Path) -> None:
     euid, owner = map(int, out.split())
     assert euid == user.uid
     assert owner == user.uid
+
+
+def test_start_says_whether_it_started_the_server_or_found_it_running(
+    pg_data_dir: Path,
+) -> None:
+    first = EmbeddedPostgres(pg_data_dir, port=0, fast=True)
+    assert first.find_running() is None
+    first.start()
+    try:
+        assert first.started
+        again = EmbeddedPostgres(pg_data_dir, port=0, fast=True)
+        again.start()
+        assert not again.started  # found running: a caller leaves it running
+        assert again.url == first.url
+        # find_running() starts nothing and gives the URLs of the running server
+        found = EmbeddedPostgres(pg_data_dir)
+        info = found.find_running()
+        assert info is not None and info.pid == first.info.pid
+        assert found.socket_url == first.socket_url
+    finally:
+        first.stop()
+    assert EmbeddedPostgres(pg_data_dir).find_running() is None
+    restarted = EmbeddedPostgres(pg_data_dir, port=0, fast=True)
+    restarted.start()
+    try:
+        assert restarted.started
+    finally:
+        restarted.stop()
