@@ -17,8 +17,11 @@ reason), the live sync's freshness over the last hour as a chart drawn on the se
   logger that keeps the last WARNING+ records, redacted.
 
 The page is one self-contained document (inline CSS, no script, no external resource),
-refreshed by `<meta http-equiv="refresh">`; below 600 px wide the table becomes one card
-per collection. Every value is HTML-escaped and passed through `redact`: no Stripe key,
+refreshed by `<meta http-equiv="refresh">`. Problems come first (failed, skipped or
+lagging collections, the lag over its budget, the recent warnings and errors), then the
+headline figures and the chart, then the collections holding rows (most rows first; the
+table scrolls in its own box on a phone), then one folded `<details>` line for the empty
+collections. Every value is HTML-escaped and passed through `redact`: no Stripe key,
 webhook secret or database password ever reaches the page, and the database URL is not
 shown at all.
 """
@@ -539,7 +542,99 @@ def _rows(r: dict[str, Any]) -> str:
     return _e(text)
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One line of the page's problems section."""
+
+    kind: str  # database, lag, failed, skipped, lagging
+    title: str
+    detail: str
+    collection: str | None = None
+    state: str | None = None
+
+
+def find_problems(data: dict[str, Any]) -> list[Problem]:
+    """What needs a look, worst first: the database, the live sync's lag, then the
+    collections whose backfill failed, was skipped (or their re-list), or is still not
+    done while the live sync runs (it lags: the backfill should be over by then)."""
+    out: list[Problem] = []
+    if not data["database"]["ok"]:
+        out.append(Problem("database", "Database", str(data["database"]["error"])))
+    fresh = data["freshness"]
+    lag, budget = fresh["lag_seconds"], fresh["lag_budget_seconds"]
+    phase = data.get("phase")
+    if lag is not None and budget is not None and lag > budget:
+        out.append(
+            Problem("lag", "Live sync", f"{_seconds(lag)} behind Stripe, over the "
+                    f"{_seconds(budget)} budget")
+        )
+    elif lag is None and phase == "live":
+        out.append(Problem("lag", "Live sync", "not caught up with Stripe's events yet"))
+    rows = data["collections"]
+    for r in rows:
+        if r["state"] == "failed":
+            why = f": {r['skipped_reason']}" if r["skipped_reason"] else ""
+            out.append(
+                Problem("failed", r["collection"], f"backfill failed{why}", r["collection"],
+                        r["state"])
+            )
+    for r in rows:
+        relist = r.get("relist") or {}
+        if r["state"] == "skipped":
+            out.append(
+                Problem("skipped", r["collection"], r["skipped_reason"] or "skipped",
+                        r["collection"], r["state"])
+            )
+        elif relist.get("skipped_reason"):
+            out.append(
+                Problem("skipped", r["collection"], f"re-list: {relist['skipped_reason']}",
+                        r["collection"], r["state"])
+            )
+    if phase == "live":
+        for r in rows:
+            if r["state"] in ("running", "pending"):
+                what = "no table yet" if r["rows"] is None else (
+                    "backfill still running" if r["state"] == "running"
+                    else "backfill not started"
+                )
+                out.append(
+                    Problem("lagging", r["collection"], f"{what} while the live sync runs",
+                            r["collection"], r["state"])
+                )
+    return out
+
+
+def split_collections(
+    rows: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the collections holding rows, most rows first; the empty ones, by name)."""
+    populated = sorted(
+        (r for r in rows if r["rows"]), key=lambda r: (-r["rows"], r["collection"])
+    )
+    empty = sorted((r for r in rows if not r["rows"]), key=lambda r: r["collection"])
+    return populated, empty
+
+
+RECENT_SHOWN = 5  # warnings and errors shown unfolded; older ones fold
+
+
+def _error_item(e: dict[str, Any], now: float) -> str:
+    times = f" &times;{int(e['count'])}" if e["count"] > 1 else ""
+    return (
+        f'<li class="{_e(e["level"].lower())}"><div class="meta">'
+        f'{_when(e["at"], now)} · <b>{_e(e["level"])}</b> · {_e(e["logger"])}'
+        f"{times}</div><div class='msg'>{_e(e['message'])}</div></li>"
+    )
+
+
+def _badge(state: str) -> str:
+    return f'<span class="badge {_e(state)}">{_e(state)}</span>'
+
+
 def render_page(data: dict[str, Any], *, refresh_seconds: int = 15) -> str:
+    """The page, top to bottom: problems (and the recent warnings and errors), the
+    headline figures, the freshness chart, the collections holding rows, then one
+    folded line for the empty collections."""
     now = _parse_iso(data["generated_at"])
     fresh = data["freshness"]
     lag = fresh["lag_seconds"]
@@ -554,6 +649,9 @@ def render_page(data: dict[str, Any], *, refresh_seconds: int = 15) -> str:
         )
     summary = data["summary"]
     phase = data.get("phase")
+    problems = find_problems(data)
+    errors = data["errors"]
+    populated, empty = split_collections(data["collections"])
     parts: list[str] = []
     add = parts.append
     add("<!doctype html>")
@@ -568,8 +666,38 @@ def render_page(data: dict[str, Any], *, refresh_seconds: int = 15) -> str:
     if phase:
         add(f'<span class="badge phase">{_e(phase)}</span>')
     add("</header>")
-    if not data["database"]["ok"]:
-        add(f'<p class="alert" role="alert">{_e(data["database"]["error"])}</p>')
+
+    count = len(problems) + len(errors)
+    add(f'<section id="problems" class="problems" data-count="{count}">')
+    if not count:
+        add('<p class="allgood">No problem: no failed, skipped or lagging collection, '
+            "no warning since the process started.</p>")
+    else:
+        add(f'<h2>Problems <span class="count">{count}</span></h2>')
+    if problems:
+        add('<ul class="problems">')
+        for p in problems:
+            coll = f' data-collection="{_e(p.collection)}"' if p.collection else ""
+            badge = f" {_badge(p.state)}" if p.state else ""
+            add(
+                f'<li class="problem {_e(p.kind)}" data-problem="{_e(p.kind)}"{coll}>'
+                f'<div class="what"><b class="name">{_e(p.title)}</b>{badge}</div>'
+                f'<div class="msg">{_e(p.detail)}</div></li>'
+            )
+        add("</ul>")
+    if errors:
+        add('<h3>Recent warnings and errors</h3><ul class="errors">')
+        for e in errors[:RECENT_SHOWN]:
+            add(_error_item(e, now))
+        add("</ul>")
+        if len(errors) > RECENT_SHOWN:
+            older = len(errors) - RECENT_SHOWN
+            add(f'<details class="older"><summary>{older} older warning'
+                f'{"" if older == 1 else "s"} and errors</summary><ul class="errors">')
+            for e in errors[RECENT_SHOWN:]:
+                add(_error_item(e, now))
+            add("</ul></details>")
+    add("</section>")
 
     add('<section class="cards">')
     add(
@@ -601,52 +729,59 @@ def render_page(data: dict[str, Any], *, refresh_seconds: int = 15) -> str:
     add(render_chart(fresh, now))
     add("</section>")
 
-    add('<section><h2>Collections</h2>')
+    add('<section id="populated"><h2>Collections holding rows '
+        f'<span class="count">{len(populated)}</span></h2>')
     if not data["collections"]:
         add('<p class="muted">No collection yet: the backfill has not started.</p>')
+    elif not populated:
+        add('<p class="muted">No collection holds rows yet.</p>')
     else:
-        add('<table class="collections"><thead><tr>')
-        for h in ("Collection", "Rows", "Backfill", "Last change", "Last re-list",
-                  "Skipped reason"):
+        reasons = any(_reason(r) for r in populated)
+        add('<div class="scroll"><table class="collections"><thead><tr>')
+        heads = ["Collection", "Rows", "Backfill", "Last change", "Last re-list"]
+        for h in heads + (["Skipped reason"] if reasons else []):
             cls = ' class="num"' if h == "Rows" else ""
             add(f'<th scope="col"{cls}>{h}</th>')
         add("</tr></thead><tbody>")
-        for r in data["collections"]:
-            reason = r["skipped_reason"]
-            relist = r.get("relist") or {}
-            if not reason and relist.get("skipped_reason"):
-                reason = f"re-list: {relist['skipped_reason']}"
+        for r in populated:
             add(f'<tr class="state-{_e(r["state"])}" data-collection="{_e(r["collection"])}">')
-            add(f'<td data-label="Collection" class="name">{_e(r["collection"])}</td>')
-            add(f'<td data-label="Rows" class="num">{_rows(r)}</td>')
-            add(
-                f'<td data-label="Backfill"><span class="badge {_e(r["state"])}">'
-                f'{_e(r["state"])}</span></td>'
-            )
-            add(f'<td data-label="Last change">{_when(r["last_change_at"], now)}</td>')
-            add(f'<td data-label="Last re-list">{_when(r["relisted_at"], now)}</td>')
-            add(
-                f'<td data-label="Skipped reason" class="reason">'
-                f'{_e(reason) if reason else "<span class=muted>—</span>"}</td>'
-            )
+            add(f'<th scope="row" class="name">{_name(r["collection"])}</th>')
+            add(f'<td class="num">{_rows(r)}</td>')
+            add(f"<td>{_badge(r['state'])}</td>")
+            add(f'<td>{_when(r["last_change_at"], now)}</td>')
+            add(f'<td>{_when(r["relisted_at"], now)}</td>')
+            if reasons:
+                reason = _reason(r)
+                add(f'<td class="reason">{_e(reason) if reason else "<span class=muted>—</span>"}'
+                    "</td>")
             add("</tr>")
-        add("</tbody></table>")
+        add("</tbody></table></div>")
     add("</section>")
 
-    add('<section><h2>Recent warnings and errors</h2>')
-    if not data["errors"]:
-        add('<p class="muted">None since the process started.</p>')
-    else:
-        add('<ul class="errors">')
-        for e in data["errors"]:
-            times = f" &times;{int(e['count'])}" if e["count"] > 1 else ""
+    if empty:
+        states: dict[str, int] = {}
+        for r in empty:
+            states[r["state"]] = states.get(r["state"], 0) + 1
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda x: -x[1]))
+        add(f'<section id="empty"><details class="empty"><summary><b>{len(empty)} empty '
+            f'collection{"" if len(empty) == 1 else "s"}</b> '
+            f'<span class="muted">{_e(detail)}</span></summary><ul class="empty">')
+        for r in empty:
+            notes = []
+            if r["rows"] is None:
+                notes.append("no table")
+            if r["relisted_at"]:
+                notes.append(f"re-listed {_when(r['relisted_at'], now)}")
+            if r["last_change_at"]:
+                notes.append(f"changed {_when(r['last_change_at'], now)}")
+            note = f'<span class="note">{" · ".join(notes)}</span>' if notes else ""
+            reason = _reason(r)
+            title = f' title="{_e(reason)}"' if reason else ""
             add(
-                f'<li class="{_e(e["level"].lower())}"><div class="meta">'
-                f'{_when(e["at"], now)} · <b>{_e(e["level"])}</b> · {_e(e["logger"])}'
-                f"{times}</div><div class='msg'>{_e(e['message'])}</div></li>"
+                f'<li data-collection="{_e(r["collection"])}"{title}>'
+                f'<span class="name">{_name(r["collection"])}</span>{_badge(r["state"])}{note}</li>'
             )
-        add("</ul>")
-    add("</section>")
+        add("</ul></details></section>")
     add(
         f'<footer>Generated {_e(data["generated_at"])}; refreshes every '
         f'{int(refresh_seconds)} s · <a href="status.json">status.json</a> · '
@@ -654,6 +789,19 @@ def render_page(data: dict[str, Any], *, refresh_seconds: int = 15) -> str:
     )
     add("</body></html>")
     return "\n".join(parts)
+
+
+def _name(collection: str) -> str:
+    """A collection's name that may wrap after its `_` and `.` on a narrow screen."""
+    return _e(collection).replace("_", "_<wbr>").replace(".", ".<wbr>")
+
+
+def _reason(r: dict[str, Any]) -> str | None:
+    reason: str | None = r["skipped_reason"]
+    relist = r.get("relist") or {}
+    if not reason and relist.get("skipped_reason"):
+        reason = f"re-list: {relist['skipped_reason']}"
+    return reason
 
 
 def render_chart(fresh: dict[str, Any], now: float) -> str:
@@ -764,7 +912,8 @@ header{display:flex;align-items:center;gap:12px;flex-wrap:wrap}
 h1{font-size:22px;margin:4px 0 12px}h2{font-size:17px;margin:22px 0 8px}
 .muted{color:var(--muted);font-weight:normal}
 .alert{background:#fde8ec;color:var(--bad);padding:10px 12px;border-radius:8px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;
+margin-top:18px}
 .stat{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px}
 .stat .label{color:var(--muted);font-size:13px}
 .stat .value{font-size:26px;font-weight:600;font-variant-numeric:tabular-nums}
@@ -792,15 +941,44 @@ align-items:center;flex-wrap:wrap}
 .key{display:inline-block;width:14px;height:3px;margin-left:8px}
 .key.lag{background:var(--accent)}.key.budget{background:var(--warn)}
 .key.down{background:var(--bad);height:8px;width:8px}
-table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);
-border-radius:10px;overflow:hidden}
+.scroll{overflow-x:auto;background:var(--card);border:1px solid var(--line);
+border-radius:10px}
+table{width:100%;border-collapse:separate;border-spacing:0}
 th,td{padding:7px 10px;text-align:left;border-bottom:1px solid var(--line);
-vertical-align:top}
-th{font-size:13px;color:var(--muted);font-weight:600;background:#fafbfc}
+vertical-align:top;white-space:nowrap}
+tbody tr:last-child>*{border-bottom:none}
+thead th{font-size:13px;color:var(--muted);font-weight:600;background:#fafbfc}
 th.num{text-align:right}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.name{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:14px}
-td.reason{color:var(--warn);max-width:420px;overflow-wrap:anywhere}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+th.name{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:14px;
+font-weight:normal;position:sticky;left:0;background:var(--card)}
+td.reason{color:var(--warn);white-space:normal;min-width:240px;overflow-wrap:anywhere}
+h2 .count{display:inline-block;min-width:22px;padding:0 7px;border-radius:999px;
+font-size:13px;text-align:center;background:#eef0f4;color:var(--muted);vertical-align:2px}
+.problems h2 .count{background:var(--bad);color:#fff}
+.problems h2{margin-top:8px}
+h3{font-size:15px;margin:14px 0 8px}
+.allgood{background:#e3f6ea;color:var(--ok);padding:10px 12px;border-radius:8px;margin:0}
+ul.problems{list-style:none;padding:0;margin:0}
+ul.problems li{background:var(--card);border:1px solid var(--line);
+border-left:4px solid var(--warn);border-radius:8px;padding:8px 10px;margin-bottom:8px}
+ul.problems li.database,ul.problems li.lag,ul.problems li.failed{border-left-color:var(--bad)}
+ul.problems .what{display:flex;gap:8px;align-items:center;flex-wrap:wrap}
+ul.problems .name{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:14px}
+ul.problems .msg{overflow-wrap:anywhere;font-size:14px;color:var(--fg)}
+details.empty,details.older{background:var(--card);border:1px solid var(--line);
+border-radius:10px;margin-top:22px}
+details.older{margin-top:0}
+details>summary{padding:10px 12px;cursor:pointer}
+details.older>summary{font-size:13px;color:var(--muted)}
+details.older ul.errors{padding:0 10px 2px}
+ul.empty{list-style:none;margin:0;padding:4px 12px 12px;display:grid;
+grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:2px 16px}
+ul.empty li{display:flex;align-items:center;gap:8px;flex-wrap:wrap;padding:3px 0;
+border-bottom:1px solid var(--line);min-width:0}
+ul.empty .name{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;
+overflow-wrap:anywhere;min-width:0}
+ul.empty .note{font-size:12px;color:var(--muted)}
 .badge{display:inline-block;padding:1px 8px;border-radius:999px;font-size:12px;
 font-weight:600;background:#eef0f4;color:var(--muted)}
 .badge.done{background:#e3f6ea;color:var(--ok)}
@@ -820,20 +998,9 @@ a{color:var(--accent)}
 body{padding:10px;font-size:14px}
 .cards{grid-template-columns:1fr 1fr;gap:8px}
 .stat .value{font-size:20px}
-table,thead,tbody,tr,td{display:block;width:100%}
-table{border:none;background:none}
-thead{position:absolute;left:-9999px}
-tr{background:var(--card);border:1px solid var(--line);border-radius:10px;margin-bottom:8px;
-padding:4px 0}
-td{display:flex;justify-content:space-between;gap:12px;border:none;padding:3px 12px;
-text-align:right}
-td::before{content:attr(data-label);color:var(--muted);font-size:12px;text-align:left;
-flex:none}
-td.num{text-align:right}
-td.name{font-weight:600;font-size:15px;justify-content:flex-start}
-td.name::before{display:none}
-td.reason{max-width:none;display:block;text-align:left}
-td.reason::before{display:block}
+ul.empty{grid-template-columns:1fr}
+th,td{padding:6px 8px}
+th.name{white-space:normal;min-width:110px;max-width:160px}
 .plot{height:140px}
 }
 """

@@ -20,10 +20,13 @@ from stripesync.http.status import (
     FreshnessHistory,
     RecentErrors,
     StatusCollector,
+    find_problems,
     render_page,
     status_routes,
 )
 from stripesync.schema.migrate import migrate
+
+from .chromium import Chromium
 
 CAT = build_catalog()
 TABLES = [CAT[n] for n in ("customer", "charge", "product", "invoice", "event", "country_spec")]
@@ -256,6 +259,58 @@ async def test_an_unmigrated_schema_shows_no_collection(database_url):
     assert "backfill has not started" in render_page(data)
 
 
+async def test_problems_come_first_then_collections_with_rows_then_the_folded_empty(
+    pool, errors
+):
+    logging.getLogger("stripesync.live").warning("poll failed: %s", "ConnectError")
+    collector = StatusCollector(
+        pool, "stripe", lag=lambda: 0.42, errors=errors, catalog=CAT, lag_budget=10.0,
+        collections=["customer", "charge", "product", "invoice", "country_spec", "refund"],
+        phase=lambda: "live",
+    )
+    data = await collector.collect()
+    got = [(p.kind, p.collection) for p in find_problems(data)]
+    # skipped first, then the backfills not done while the live sync runs
+    assert got == [
+        ("skipped", "charge"), ("lagging", "invoice"), ("lagging", "product"),
+        ("lagging", "refund"),
+    ]
+    page = render_page(data)
+    problems, populated = page.index('id="problems"'), page.index('id="populated"')
+    empty = page.index('id="empty"')
+    assert problems < page.index('class="cards"') < populated < empty
+    head, rows, fold = page[:populated], page[populated:empty], page[empty:]
+    assert "permission denied" in head and "poll failed: ConnectError" in head
+    assert head.index('data-problem="skipped"') < head.index("Recent warnings and errors")
+    assert "backfill still running while the live sync runs" in head  # product
+    assert "no table yet while the live sync runs" in head  # refund
+    # the collections holding rows: most rows first, then by name
+    assert [c for c in ("customer", "country_spec", "event") if f'data-collection="{c}"' in rows]
+    order = [rows.index(f'data-collection="{c}"') for c in ("customer", "country_spec", "event")]
+    assert order == sorted(order)
+    for name in ("charge", "invoice", "product", "refund"):
+        assert f'data-collection="{name}"' not in rows
+        assert f'data-collection="{name}"' in fold
+    # one line that opens, no script
+    assert fold.startswith('id="empty"><details class="empty"><summary><b>4 empty collections')
+    assert "<details open" not in fold and "<script" not in page.lower()
+    assert "2 pending, 1 running, 1 skipped" in fold or "2 pending" in fold
+
+
+async def test_the_page_without_problems_says_so(pool):
+    async with pool.connection() as c:
+        await c.execute("DELETE FROM stripe._collection_state WHERE state <> 'done'")
+    data = await StatusCollector(pool, "stripe", catalog=CAT, lag=lambda: 0.2,
+                                 lag_budget=10.0, phase=lambda: "live").collect()
+    assert find_problems(data) == []
+    page = render_page(data)
+    assert 'data-count="0"' in page and "No problem" in page and "data-problem" not in page
+    over = {**data, "freshness": {**data["freshness"], "lag_seconds": 42.0}}
+    assert [(p.kind, p.detail) for p in find_problems(over)] == [
+        ("lag", "42 s behind Stripe, over the 10 s budget"),
+    ]
+
+
 def test_freshness_history_keeps_the_worst_per_interval_and_one_window():
     h = FreshnessHistory(window=60, interval=10)
     h.record(1.0, at=1000.0)
@@ -361,3 +416,70 @@ async def test_headless_chromium_renders_the_page_on_a_phone_and_a_desktop(
     assert "permission denied" in html and RESTRICTED not in html
     assert "<polyline" in html and "Freshness, last hour" in html
     assert "poll failed (ConnectTimeout)" in html
+
+
+LAYOUT = """(() => {
+  const d = document.documentElement;
+  const box = (sel) => { const e = document.querySelector(sel);
+    return e ? e.getBoundingClientRect().toJSON() : null; };
+  return {width: innerWidth, height: innerHeight, scrollWidth: d.scrollWidth,
+          problems: box("#problems"), firstProblem: box("ul.problems li"),
+          firstError: box("ul.errors li"), populated: box("#populated"),
+          empty: box("#empty summary"), emptySection: box("#empty"),
+          emptyListShown: document.querySelector("ul.empty").checkVisibility(),
+          open: document.querySelector("details.empty").open};
+})()"""
+
+
+async def test_in_chromium_problems_fill_a_phones_first_screen_without_sideways_scroll(
+    pool, errors, database_url
+):
+    """Laid out at 390 x 844 as a phone does (Chromium's device metrics: a headless
+    window is never narrower than 500 px), and at 1280 x 800."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: tools/ensure-chromium installs it")
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+        # a long page, as a real account makes: ninety empty collections
+        names = [x.name for x in CAT if x.table not in {t.table for t in TABLES}][:90]
+        await migrate(c, "stripe", [CAT[n] for n in names])
+        await c.execute("UPDATE stripe._collection_state SET state = 'done' "
+                        "WHERE state = 'pending' AND collection <> 'invoice'")
+    logging.getLogger("stripesync.live").error(
+        "poll failed (ConnectTimeout); retrying in 2.0 s"
+    )
+    server = await _serve(pool, errors, _history(time.time()))
+    try:
+        url = server.url + "/"
+
+        def measure() -> dict[str, dict]:
+            out = {}
+            with Chromium() as browser:
+                for name, (w, h) in {"phone": (390, 844), "desktop": (1280, 800)}.items():
+                    browser.open(url, w, h)
+                    out[name] = browser.evaluate(LAYOUT)
+                    browser.evaluate("document.querySelector('details.empty').open = true")
+                    out[name + "-open"] = browser.evaluate(LAYOUT)
+            return out
+
+        got = await asyncio.to_thread(measure)
+    finally:
+        await server.stop()
+    phone, desktop = got["phone"], got["desktop"]
+    assert (phone["width"], phone["height"]) == (390, 844)
+    assert (desktop["width"], desktop["height"]) == (1280, 800)
+    for name, m in got.items():
+        assert m["scrollWidth"] <= m["width"], f"{name}: the page scrolls sideways: {m}"
+    for m in (phone, desktop):
+        # the problems, their first item and the first warning are on the first screen
+        assert m["problems"]["top"] < 100
+        assert m["firstProblem"]["bottom"] <= m["height"]
+        assert m["firstError"]["bottom"] <= m["height"]
+        assert m["problems"]["bottom"] <= m["populated"]["top"] < m["empty"]["top"]
+        # folded: one line, its list not laid out
+        assert m["open"] is False and m["emptyListShown"] is False
+        # a line (its detail may wrap on a phone), not the list
+        assert m["empty"]["height"] < 90 and m["emptySection"]["height"] < 90
+    for name in ("phone-open", "desktop-open"):
+        m = got[name]
+        assert m["open"] is True and m["emptyListShown"] is True
+        assert m["emptySection"]["height"] > 200
