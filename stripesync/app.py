@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -401,12 +402,13 @@ async def _run(args: argparse.Namespace) -> int:
                     if bar is not None:
                         bar.__exit__(None, None, None)
                         bar = None
-                    say = print_line
-                    say("live sync: following Stripe's events; Ctrl-C stops")
+                    lines = ["live sync: following Stripe's events; Ctrl-C stops"]
                     if runner.http is not None:
-                        say(f"status and metrics: {runner.http.url}")
+                        lines.append(f"status and metrics: {runner.http.url}")
                     if runner.proxy is not None:
-                        say(f"proxy: {proxy_url(db.url, config.proxy_host, runner.proxy.port)}")
+                        where = proxy_url(db.url, config.proxy_host, runner.proxy.port)
+                        lines.append(f"proxy: {where}")
+                    await show_banner(lines, pool, args.schema, loop)
             state = started.result()
         except OSError as e:
             raise UserError(f"cannot listen on {args.http_listen}: {e.strerror or e}") from None
@@ -414,6 +416,7 @@ async def _run(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.__exit__(None, None, None)
             loop.remove_signal_handler(signal.SIGINT)
+            stop_banner(loop)
     console.print(f"stopped: {runner.live.events_applied} events applied")
     skipped = any(r.skipped for r in state.backfills)
     return EXIT_SKIPPED if skipped else EXIT_OK
@@ -518,11 +521,19 @@ async def _status(args: argparse.Namespace) -> int:
                 f"SELECT collection FROM {quote(args.schema)}._collection_state"
             )
             known = [r[0] for r in await cur.fetchall()]
+            cur = await conn.execute(
+                f"SELECT value FROM {quote(args.schema)}._meta WHERE key = %s",  # type: ignore[arg-type]
+                (BANNER_KEY,),
+            )
+            found = await cur.fetchone()
         data = await StatusCollector(pool, args.schema, collections=known).collect()
+    banner = found[0] if found is not None else None
     rows = [r for r in data["collections"] if r["collection"] in known]
     if args.json:
-        print(json.dumps({**data, "collections": rows}, indent=2, default=str))
+        print(json.dumps({**data, "collections": rows, "banner": banner}, indent=2, default=str))
         return EXIT_OK
+    for line in banner_text(banner):  # what the running sync said when it was ready
+        print(line)
     columns = ("collection", "rows", "backfill", "last change", "last re-list", "skipped")
     cells = [
         (
@@ -720,7 +731,7 @@ async def _demo(args: argparse.Namespace) -> int:
                         bar.__exit__(None, None, None)
                         bar = None
                     if not task.done():
-                        print_demo_help(pg, runner)
+                        await show_banner(demo_banner(pg, runner), pool, "stripe", loop)
                         trickle = asyncio.create_task(_trickle(emu.url, stop))
                         with suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), args.duration)
@@ -732,6 +743,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     if trickle is not None:
                         await asyncio.gather(trickle, return_exceptions=True)
                     loop.remove_signal_handler(signal.SIGINT)
+                    stop_banner(loop)
                 try:
                     task.result()
                 except OSError as e:
@@ -743,14 +755,14 @@ async def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def print_demo_help(pg: EmbeddedPostgres, runner: Any) -> None:
-    print_line(f"database: psql '{pg.url_for(DEMO_DATABASE, tcp=False)}'")
+def demo_banner(pg: EmbeddedPostgres, runner: Any) -> list[str]:
+    lines = [f"database: psql '{pg.url_for(DEMO_DATABASE, tcp=False)}'"]
     if runner.proxy is not None:
         proxied = f"postgresql://postgres@{runner.config.proxy_host}:{runner.proxy.port}"
-        print_line(f"through the proxy: psql '{proxied}/{DEMO_DATABASE}'")
+        lines.append(f"through the proxy: psql '{proxied}/{DEMO_DATABASE}'")
     if runner.http is not None:
-        print_line(f"status page: {runner.http.url}/")
-    print_line("try:")
+        lines.append(f"status page: {runner.http.url}/")
+    lines.append("try:")
     for q in (
         "SELECT id, email, created FROM stripe.customer ORDER BY created DESC LIMIT 5;",
         "SELECT c.email, sum(ch.amount) / 100.0 AS paid FROM stripe.charge ch "
@@ -759,11 +771,79 @@ def print_demo_help(pg: EmbeddedPostgres, runner: Any) -> None:
         "  INSERT INTO stripe.customer (email, name) VALUES ('you@example.com', 'You') "
         "RETURNING id;",
     ):
-        print_line(f"  {q}")
-    print_line(
+        lines.append(f"  {q}")
+    lines.append(
         "new customers and updates arrive through the live sync every second; "
         "Ctrl-C stops the demo"
     )
+    return lines
+
+
+# ---- the ready banner -------------------------------------------------------------------
+
+BANNER_KEY = "banner"  # the _meta row `stripesync status` prints it from
+
+
+async def show_banner(
+    lines: list[str], pool: Any, schema: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Print the ready banner, print it again on SIGHUP, and record it (it holds no
+    secret: proxy URLs carry no password) so that `stripesync status` shows it."""
+    import os
+    import socket
+
+    def show() -> None:
+        for line in lines:
+            print_line(line)
+
+    show()
+    with suppress(NotImplementedError, RuntimeError, AttributeError):  # no SIGHUP here
+        loop.add_signal_handler(signal.SIGHUP, show)
+    record = {
+        "lines": lines,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    try:
+        async with pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO {quote(schema)}._meta (key, value) VALUES (%s, %s) "  # type: ignore[arg-type]
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()",
+                (BANNER_KEY, psycopg.types.json.Jsonb(record)),
+            )
+    except psycopg.Error as e:
+        log.warning("could not record the ready banner: %s", e)
+
+
+def stop_banner(loop: asyncio.AbstractEventLoop) -> None:
+    with suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
+def banner_text(record: dict[str, Any] | None) -> list[str]:
+    """The recorded banner, headed by who recorded it and whether it still runs here."""
+    import os
+    import socket
+
+    if not record or not record.get("lines"):
+        return []
+    pid, host = record.get("pid"), record.get("host")
+    alive = False
+    if host == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except PermissionError:
+            alive = True
+        except OSError:
+            alive = False
+    if host != socket.gethostname():
+        state = f"on {host}"
+    else:
+        state = "running" if alive else "no longer running"
+    head = f"stripesync (pid {pid}, {state}) said when ready at {record.get('since')}:"
+    return [head, *(f"  {line}" for line in record["lines"])]
 
 
 async def _trickle(api_base: str, stop: asyncio.Event) -> None:

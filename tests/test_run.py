@@ -543,3 +543,34 @@ def test_backfill_stops_the_embedded_postgres_it_started_even_after_an_error(
             assert _pid(pg_data_dir) == pg.info.pid
     finally:
         pg.stop()
+
+
+def test_the_ready_banner_comes_last_and_again_on_sighup_and_in_status(
+    emulator, database_url, run_proc
+) -> None:
+    generate(emulator.state, customers=10, seed=4, subscriptions=0, charges=0)
+    proc = run_proc("--collections", "customer,event")
+    proc.wait_for("proxy: ")
+    banner = [ln for ln in proc.lines if ln.startswith(("live sync:", "status and", "proxy:"))]
+    assert [ln.split(":")[0] for ln in banner] == ["live sync", "status and metrics", "proxy"]
+    # the summary of the backfill comes before the banner, no line of the backfill after it
+    first = proc.lines.index(banner[0])
+    assert any(ln.startswith("backfilled ") for ln in proc.lines[:first]), proc.text()
+    assert not any("backfilled" in ln for ln in proc.lines[first:]), proc.text()
+    proc.p.send_signal(signal.SIGHUP)  # shown again, and the process goes on
+    assert _until(lambda: sum(ln == banner[0] for ln in proc.lines) == 2), proc.text()
+    assert proc.p.poll() is None
+    status = subprocess.run(
+        [sys.executable, "-m", "stripesync", "status", "--database-url", database_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    head = status.stdout.splitlines()[: len(banner) + 1]
+    assert head[0].startswith(f"stripesync (pid {proc.p.pid}, running) said when ready at ")
+    assert [ln.strip() for ln in head[1:]] == banner
+    assert proc.stop(signal.SIGINT) == 0
+    status = subprocess.run(
+        [sys.executable, "-m", "stripesync", "status", "--database-url", database_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.stdout.startswith(f"stripesync (pid {proc.p.pid}, no longer running)")

@@ -184,7 +184,8 @@ class Backfill:
             await self._set_state(c.name, "done")
             p.state = "done"
             self._emit(p)
-            log.info("%s: backfilled %d objects in %d pages", c.name, p.objects, p.pages)
+            log.info("%s: backfilled %d objects in %d pages", c.name, p.objects, p.pages,
+                     extra={"per_collection": True})  # fmt: skip
             return None
         except Skip as s:
             reason = str(s)
