@@ -83,3 +83,19 @@ def test_secrets_are_masked_wherever_they_come_from(tmp_path, capsys) -> None:
     # a token has no public prefix: none of it shows, and logs mask it from then on
     assert values["http_token"] == '"***"' and "plain-token" not in text
     assert redact("GET / with Bearer plain-token-4242") == "GET / with Bearer ***"
+
+
+def test_the_readme_names_every_setting_its_flag_and_its_variable() -> None:
+    """A newcomer finds each setting (`--api-base` / `STRIPE_API_BASE` was once missing)."""
+    from pathlib import Path
+
+    from stripesync import settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [
+        name
+        for s in settings.SETTINGS.values()
+        for name in (s.flag, s.env)
+        if name is not None and name not in readme
+    ]
+    assert missing == []
