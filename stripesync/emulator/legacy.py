@@ -26,7 +26,7 @@ from stripesync.emulator.registry import behaviour
 from stripesync.emulator.routes import CREATE, DELETE, LIST, RETRIEVE, UPDATE, Route
 
 if TYPE_CHECKING:
-    from stripesync.emulator.engine import Call
+    from stripesync.emulator.engine import Call, Emulator
     from stripesync.emulator.shapes import Shapes
     from stripesync.emulator.store import Record
 
@@ -487,6 +487,7 @@ def routes(shapes: Shapes) -> list[Route]:
             BASIL,
             parent_param="subscription_item",
             parent_types=("subscription_item",),
+            list_template="/v1/subscription_items/{subscription_item}/usage_record_summaries",
             handler=_usage_summaries,
         ),
         mk(
@@ -650,20 +651,21 @@ def _usage_summaries(call: Call) -> Any:
     si = em.get("subscription_item", si_id)
     if si is None:
         raise StripeError.missing("subscription_item", si_id, param=None)
+    key = f"/v1/subscription_items/{si_id}/usage_record_summaries"
+    loaded = em.store.path_index.get(key)
+    if loaded is not None and len(loaded):
+        # summaries given to POST /_emulator/load are served as given
+        return list_bytes(em, call, loaded, key, ["usage_record_summary"])
     path = f"/v1/subscription_items/{si_id}/usage_records"
     ix = em.store.path_index.get(path)
     total = sum(int(r.obj.get("quantity") or 0) for r in (ix.records() if ix is not None else []))
-    key = f"/v1/subscription_items/{si_id}/usage_record_summaries"
     summary = em.store.singletons.get(key)
     obj = {
         "id": summary.id if summary is not None else em.ids.new("usage_record_summary"),
         "object": "usage_record_summary",
         "invoice": None,
         "livemode": False,
-        "period": {
-            "start": si.obj.get("current_period_start"),
-            "end": si.obj.get("current_period_end"),
-        },
+        "period": usage_period(em, si.obj),
         "subscription_item": si_id,
         "total_usage": total,
     }
@@ -674,6 +676,20 @@ def _usage_summaries(call: Call) -> Any:
     index = Index()
     index.add(rec)
     return list_bytes(em, call, index, key, ["usage_record_summary"])
+
+
+def usage_period(em: Emulator, si: dict[str, Any]) -> dict[str, int | None]:
+    """The current period a usage summary covers: the item's (basil and later), else its
+    subscription's (older API versions kept it there); `start` never after `end`."""
+    start, end = si.get("current_period_start"), si.get("current_period_end")
+    if not isinstance(start, int) or not isinstance(end, int):
+        sub = em.get("subscription", str(si.get("subscription") or ""))
+        if sub is not None:
+            start = sub.obj.get("current_period_start", start)
+            end = sub.obj.get("current_period_end", end)
+    if not isinstance(start, int) or not isinstance(end, int):
+        return {"start": start if isinstance(start, int) else None, "end": None}
+    return {"start": min(start, end), "end": max(start, end)}
 
 
 def _upcoming(call: Call) -> Any:
