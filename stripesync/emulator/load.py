@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stripesync.emulator.routes import SINGLETON_GET
+from stripesync.emulator.engine import ref_id
+from stripesync.emulator.routes import SINGLETON_GET, Route
 from stripesync.emulator.store import Record
 
 if TYPE_CHECKING:
@@ -23,9 +24,7 @@ def load_objects(em: Emulator, objects: list[Any], *, events: bool = False) -> d
         raise LoadError("expected a JSON array of Stripe objects")
     counts: dict[str, int] = {}
     singleton_paths = {
-        r.types[0]: r.template
-        for r in em.routes
-        if r.kind == SINGLETON_GET and r.types and "{" not in r.template
+        r.types[0]: r.template for r in em.routes if r.kind == SINGLETON_GET and r.types
     }
     call = em.internal_call()
     for i, obj in enumerate(objects):
@@ -45,7 +44,7 @@ def _load_one(
     oid = obj.get("id")
     counts[obj_type] = counts.get(obj_type, 0) + 1
     if not isinstance(oid, str) or not oid:
-        path = singletons.get(obj_type)
+        path = _singleton_path(em, obj, singletons.get(obj_type))
         if path is None:
             raise LoadError(f"a {obj_type} without an id can't be loaded")
         em.store.singletons[path] = Record(obj_type, path, 0, em.store.next_seq(), obj)
@@ -61,7 +60,25 @@ def _load_one(
         em.store.deleted.setdefault(obj_type, {})[oid] = rec
         return None
     rec = em.insert(obj_type, obj)
-    for value in obj.values():
+    for name, value in obj.items():
+        route = (
+            _singleton_route(em, singletons.get(value["object"]))
+            if isinstance(value, dict)
+            and not value.get("id")
+            and isinstance(value.get("object"), str)
+            else None
+        )
+        if (
+            route is not None
+            and route.parent_param
+            and rec.type in route.parent_types
+            and route.segments[-1] == name
+        ):
+            # a singleton embedded in its parent (a financial account's `features`)
+            path = route.fill(route.template, {route.parent_param: oid})
+            em.store.singletons[path] = Record(value["object"], path, 0, em.store.next_seq(), value)
+            counts[value["object"]] = counts.get(value["object"], 0) + 1
+            continue
         if (
             isinstance(value, dict)
             and value.get("object") == "list"
@@ -87,3 +104,24 @@ def _load_embedded(
             rec = _load_one(em, item, singletons, counts)
         if rec is not None:
             em.store.add_to_list(url, rec)
+
+
+def _singleton_path(em: Emulator, obj: dict[str, Any], template: str | None) -> str | None:
+    """Where a singleton is read: its route's path, with the parent (a cash balance's
+    `customer`) taken from the object."""
+    if template is None or "{" not in template:
+        return template
+    route = _singleton_route(em, template)
+    if route is None or not route.parent_param or not route.parent_types:
+        return None
+    fld = em.parent_field_by_type(obj["object"], route.parent_types[0])
+    parent = ref_id(obj.get(fld)) if fld else None
+    if parent is None:
+        return None
+    return route.fill(template, {route.parent_param: parent})
+
+
+def _singleton_route(em: Emulator, template: str | None) -> Route | None:
+    if template is None:
+        return None
+    return next((r for r in em.routes if r.kind == SINGLETON_GET and r.template == template), None)
