@@ -629,6 +629,9 @@ class Emulator:
             obj = self.new_object(obj_type)
             if obj_type == "account":
                 obj["id"] = PLATFORM_ACCOUNT
+                loaded = self.store.get("account", PLATFORM_ACCOUNT)
+                if loaded is not None:  # the platform account, given to /_emulator/load
+                    return loaded
             if parent and route.parent_types:
                 fld = self.parent_field_by_type(obj_type, route.parent_types[0])
                 if fld:
