@@ -31,11 +31,9 @@ CARDS: dict[str, tuple[str, str, str]] = {
 INTERVAL_SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400}
 
 
-
-
 def require_ref(call: Call, obj_type: str, oid: Any, param: str) -> Record:
     if not isinstance(oid, str) or not oid:
-        raise StripeError.invalid(f"Missing required param: {param}.", param=param)
+        raise StripeError.missing_param(param)
     rec = call.em.get(obj_type, oid)
     if rec is None:
         raise StripeError.missing(obj_type, oid, param=param)
