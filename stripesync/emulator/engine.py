@@ -448,6 +448,25 @@ class Emulator:
             if new:
                 self.store.add_to_list(template.replace("{" + param + "}", new), rec)
 
+    def check_refs(self, cls: str, params: dict[str, Any], skip: set[str] = frozenset()) -> None:
+        """A parameter naming an object the field refers to (`customer=cus_...` where
+        the object's `customer` is an expandable Customer) must name one that exists:
+        otherwise 400 `resource_missing` with the parameter, as Stripe answers. Only
+        the types in REF_CHECKED: payment methods, sources and tokens have test-mode
+        ids (`pm_card_visa`, `tok_visa`) the emulator does not store."""
+        if not cls:
+            return
+        fields = self.shapes.fields(cls)
+        for k, v in params.items():
+            if k in skip or k not in fields or not isinstance(v, str) or v == UNSET:
+                continue
+            d = fields[k]
+            if d.get("t") != "expandable":
+                continue
+            types = [t for t in self.shapes.types_of(d) if t in REF_CHECKED]
+            if types and self.store.find_any(v, types) is None:
+                raise StripeError.missing(types[0], v, param=k)
+
     def apply_params(
         self, cls: str, obj: dict[str, Any], params: dict[str, Any], skip: set[str] = frozenset()
     ) -> None:
@@ -519,6 +538,7 @@ class Emulator:
                 )
             obj["id"] = cid
         cls = self.cls_of(obj_type)
+        self.check_refs(cls, call.params, b.consumes)
         self.apply_params(cls, obj, call.params, b.consumes)
         lists: tuple[str, ...] = ()
         if parent is not None and route.list_template:
@@ -545,6 +565,7 @@ class Emulator:
         b = registry.get(rec.type)
         before = rec.copy()
         cls = self.shapes.type_class.get(rec.type, "")
+        self.check_refs(cls, call.params, b.consumes)
         self.apply_params(cls, rec.obj, call.params, b.consumes)
         if b.update is not None:
             b.update(call, rec, before)
@@ -857,6 +878,28 @@ PAST = {
     "resume": "resumed",
     "redact": "redacted",
 }
+
+
+# The object types a parameter's reference is checked against (see Emulator.check_refs).
+REF_CHECKED: frozenset[str] = frozenset(
+    {
+        "customer",
+        "product",
+        "price",
+        "plan",
+        "coupon",
+        "promotion_code",
+        "invoice",
+        "subscription",
+        "subscription_schedule",
+        "payment_intent",
+        "setup_intent",
+        "charge",
+        "refund",
+        "tax_rate",
+        "test_helpers.test_clock",
+    }
+)
 
 
 def ref_id(value: Any) -> str | None:

@@ -58,9 +58,23 @@ class StripeError(Exception):
         return cls(400, message, param=param, code=code, validation=validation)
 
     @classmethod
-    def missing(cls, obj_type: str, obj_id: str, *, param: str | None = "id") -> StripeError:
+    def missing_param(cls, param: str, *, validation: bool = False) -> StripeError:
+        """A required parameter left out: 400 `parameter_missing`."""
         return cls(
-            404,
+            400,
+            f"Missing required param: {param}.",
+            code="parameter_missing",
+            param=param,
+            validation=validation,
+        )
+
+    @classmethod
+    def missing(cls, obj_type: str, obj_id: str, *, param: str | None = "id") -> StripeError:
+        """No such object. The object a path names (param None or "id") is 404; an
+        object a parameter names (`customer`, `items[0][price]`) is 400, as Stripe
+        answers both."""
+        return cls(
+            404 if param in (None, "id") else 400,
             f"No such {human_name(obj_type)}: '{obj_id}'",
             code="resource_missing",
             param=param,
@@ -84,6 +98,7 @@ class StripeError(Exception):
 
 
 _HUMAN = {
+    "payment_intent": "payment_intent",  # "No such payment_intent: 'pi_...'"
     "tax_id": "tax ID",
     "invoiceitem": "invoice item",
     "line_item": "invoice line item",

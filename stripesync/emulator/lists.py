@@ -261,7 +261,7 @@ def search_route(call: Call) -> bytes:
 
 def _parse_query(query: str) -> Pred:
     if not query.strip():
-        raise StripeError.invalid("Missing required param: query.", param="query")
+        raise StripeError.missing_param("query")
     ors = re.split(r"\s+OR\s+", query)
     groups: list[list[Pred]] = []
     for part in ors:

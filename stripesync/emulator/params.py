@@ -17,6 +17,33 @@ from stripesync.emulator.formcodec import Indexed, plain
 _INT = re.compile(r"-?\d+\Z")
 UNSET = ""  # an empty string: "unset this"
 
+# Integer parameters Stripe refuses below 1, with "This value must be greater than or
+# equal to 1." (stripe/stripe-php#943: a Charge's amount of 0). Keyed by the SDK's
+# parameter class and field.
+AT_LEAST_ONE: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("PaymentIntentCreateParams", "amount"),
+        ("PaymentIntentUpdateParams", "amount"),
+        ("ChargeCreateParams", "amount"),
+    }
+)
+# Integer fields, under any parameter, Stripe refuses below 0 with "Invalid
+# non-negative integer" (stripe/stripe-php#1285: price_data[unit_amount]=-100).
+NON_NEGATIVE: frozenset[str] = frozenset({"unit_amount"})
+
+# The currencies Stripe lists in its "Invalid currency" refusal (the list of
+# lukec/stripe-perl#156, 2020, and byn from a 2024 refusal's list).
+CURRENCY_LIST: tuple[str, ...] = tuple(
+    """usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bif bmd bnd bob brl bsd
+    bwp byn bzd cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp
+    gbp gel gip gmd gnf gtq gyd hkd hnl hrk htg huf idr ils inr isk jmd jpy kes kgs khr
+    kmf krw kyd kzt lak lbp lkr lrd lsl mad mdl mga mkd mmk mnt mop mro mur mvr mwk mxn
+    myr mzn nad ngn nio nok npr nzd pab pen pgk php pkr pln pyg qar ron rsd rub rwf sar
+    sbd scr sek sgd shp sll sos srd std szl thb tjs top try ttd twd tzs uah ugx uyu uzs
+    vnd vuv wst xaf xcd xof xpf yer zar zmw eek lvl svc vef ltl""".split()  # noqa: SIM905
+)
+CURRENCIES: frozenset[str] = frozenset(CURRENCY_LIST)
+
 
 class ParamChecker:
     def __init__(self, params: dict[str, dict[str, Any]]) -> None:
@@ -50,14 +77,11 @@ class ParamChecker:
         out: dict[str, Any] = {}
         for key, d in fields.items():
             if key in raw:
-                out[key] = self._value(d, raw[key], _join(prefix, key))
+                out[key] = v = self._value(d, raw[key], _join(prefix, key))
+                if isinstance(v, int) and not isinstance(v, bool):
+                    _check_floor(name, key, v, _join(prefix, key))
             elif d.get("required"):
-                raise StripeError.invalid(
-                    f"Missing required param: {_join(prefix, key)}.",
-                    param=_join(prefix, key),
-                    code="parameter_missing",
-                    validation=True,
-                )
+                raise StripeError.missing_param(_join(prefix, key), validation=True)
         return out
 
     def _value(self, d: TypeDesc, v: Any, param: str) -> Any:
@@ -80,11 +104,17 @@ class ParamChecker:
         if t == "str":
             if not isinstance(v, str):
                 raise _invalid(f"Invalid string: {_show(v)}", param)
+            if _leaf(param) == "currency" and v.lower() not in CURRENCIES:
+                raise _invalid(
+                    f"Invalid currency: {v}. Stripe currently supports these currencies: "
+                    f"{', '.join(CURRENCY_LIST)}.",
+                    param,
+                )
             return v
         if t == "int":
             if isinstance(v, str) and _INT.match(v):
                 return int(v)
-            raise _invalid(f"Invalid integer: {_show(v)}", param)
+            raise _invalid(f"Invalid integer: {_show(v)}", param, "parameter_invalid_integer")
         if t == "float":
             try:
                 if isinstance(v, str):
@@ -104,9 +134,7 @@ class ParamChecker:
             listed = (
                 ", ".join(shown[:-1]) + f", or {shown[-1]}" if len(shown) > 1 else "".join(shown)
             )
-            raise _invalid(
-                f"Invalid {param.rsplit('[', 1)[-1].rstrip(']')}: must be one of {listed}", param
-            )
+            raise _invalid(f"Invalid {_leaf(param)}: must be one of {listed}", param)
         if t == "list":
             if isinstance(v, Indexed):
                 items = v.as_list()
@@ -153,8 +181,20 @@ class ParamChecker:
         raise _invalid("Invalid hash", param)
 
 
-def _invalid(message: str, param: str) -> StripeError:
-    return StripeError.invalid(message, param=param, validation=True)
+def _invalid(message: str, param: str, code: str | None = None) -> StripeError:
+    return StripeError.invalid(message, param=param, code=code, validation=True)
+
+
+def _check_floor(params_name: str, key: str, v: int, param: str) -> None:
+    if v < 1 and (params_name, key) in AT_LEAST_ONE:
+        raise _invalid("This value must be greater than or equal to 1.", param)
+    if v < 0 and key in NON_NEGATIVE:
+        raise _invalid("Invalid non-negative integer", param)
+
+
+def _leaf(param: str) -> str:
+    """The last name of a parameter path: `currency` of `price_data[currency]`."""
+    return param.rsplit("[", 1)[-1].rstrip("]")
 
 
 def _join(prefix: str, key: str) -> str:

@@ -28,15 +28,13 @@ def _checkout_create(call: Call, obj: dict[str, Any]) -> None:
     )
     total = 0
     path = f"/v1/checkout/sessions/{obj['id']}/line_items"
-    for spec in call.param("line_items") or []:
+    for i, spec in enumerate(call.param("line_items") or []):
         if spec.get("price"):
-            p = price_copy(call, spec["price"], "line_items[0][price]")
+            p = price_copy(call, spec["price"], f"line_items[{i}][price]")
         elif isinstance(spec.get("price_data"), dict):
             p = price_from_data(call, spec["price_data"], obj.get("currency"))
         else:
-            raise StripeError.invalid(
-                "Missing required param: line_items[0][price].", param="line_items[0][price]"
-            )
+            raise StripeError.missing_param(f"line_items[{i}][price]")
         qty = int(spec.get("quantity") or 1)
         amount = int(p.get("unit_amount") or 0) * qty
         total += amount

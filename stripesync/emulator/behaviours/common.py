@@ -31,11 +31,26 @@ CARDS: dict[str, tuple[str, str, str]] = {
 INTERVAL_SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400}
 
 
+# The smallest amount a payment may charge, in the currency's minor unit: $0.50 (Stripe's
+# API reference: "The minimum amount is $0.50 US or equivalent in charge currency"),
+# £0.30 for gbp; other currencies are held to 50 minor units, without conversion.
+MINIMUM_CHARGE: dict[str, int] = {"usd": 50, "gbp": 30}
+
+
+def check_minimum_charge(amount: int, currency: Any, param: str = "amount") -> None:
+    """400 `amount_too_small` for a payment below its currency's minimum."""
+    cur = str(currency or "usd").lower()
+    minimum = MINIMUM_CHARGE.get(cur, 50)
+    if amount < minimum:
+        shown = f"${minimum / 100:.2f}" if cur == "usd" else f"{minimum / 100:.2f}"
+        raise StripeError.invalid(
+            f"Amount must be at least {shown} {cur}", param=param, code="amount_too_small"
+        )
 
 
 def require_ref(call: Call, obj_type: str, oid: Any, param: str) -> Record:
     if not isinstance(oid, str) or not oid:
-        raise StripeError.invalid(f"Missing required param: {param}.", param=param)
+        raise StripeError.missing_param(param)
     rec = call.em.get(obj_type, oid)
     if rec is None:
         raise StripeError.missing(obj_type, oid, param=param)

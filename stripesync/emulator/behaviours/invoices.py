@@ -552,7 +552,7 @@ def preview_invoice(call: Call, *, all_subscriptions: bool) -> dict[str, Any]:
         if subs[0].obj.get("status") in ("canceled", "incomplete_expired"):
             raise _no_upcoming(cus_id)  # an ended subscription bills nothing more
     if not cus_id:
-        raise StripeError.invalid("Missing required param: customer.", param="customer")
+        raise StripeError.missing_param("customer")
     cus = require_ref(call, "customer", cus_id, "customer")
     if not sub_id and all_subscriptions:
         ix = em.store.path_index.get(f"/v1/subscriptions?customer={cus.id}")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stripesync.emulator.behaviours.common import balance_txn, make_card, require_ref
+from stripesync.emulator.behaviours.common import (
+    balance_txn,
+    check_minimum_charge,
+    make_card,
+    require_ref,
+)
 from stripesync.emulator.errors import StripeError
 from stripesync.emulator.registry import behaviour
 
@@ -21,11 +26,7 @@ charge = behaviour(
 @charge.on_create
 def _charge_create(call: Call, obj: dict[str, Any]) -> None:
     em = call.em
-    amount = int(obj.get("amount") or 0)
-    if amount < 50:
-        raise StripeError.invalid(
-            "Amount must be at least $0.50 usd", param="amount", code="amount_too_small"
-        )
+    check_minimum_charge(int(obj.get("amount") or 0), obj.get("currency"))
     src = call.param("source")
     card: dict[str, Any] | None = None
     if obj.get("customer"):
@@ -224,6 +225,7 @@ payment_intent = behaviour(
 
 @payment_intent.on_create
 def _pi_create(call: Call, obj: dict[str, Any]) -> None:
+    check_minimum_charge(int(obj.get("amount") or 0), obj.get("currency"))
     obj["client_secret"] = f"{obj['id']}_secret_{call.em.ids.token(24)}"
     obj["status"] = (
         "requires_confirmation" if obj.get("payment_method") else "requires_payment_method"

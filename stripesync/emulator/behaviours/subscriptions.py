@@ -41,18 +41,24 @@ def _items_path(sub_id: str) -> str:
     return f"/v1/subscription_items?subscription={sub_id}"
 
 
-def _item_fields(call: Call, sub: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def _item_fields(
+    call: Call, sub: dict[str, Any], spec: dict[str, Any], prefix: str = "items[0]"
+) -> dict[str, Any]:
+    """The fields of a subscription item made from `spec`; `prefix` names the item's
+    parameters in errors (`items[1]`, or "" for the item's own endpoint)."""
     em = call.em
+
+    def param(name: str) -> str:
+        return f"{prefix}[{name}]" if prefix else name
+
     if spec.get("price"):
-        price_obj = price_copy(call, spec["price"], "items[0][price]")
+        price_obj = price_copy(call, spec["price"], param("price"))
     elif spec.get("plan"):
-        price_obj = price_copy(call, spec["plan"], "items[0][plan]")
+        price_obj = price_copy(call, spec["plan"], param("plan"))
     elif isinstance(spec.get("price_data"), dict):
         price_obj = price_from_data(call, spec["price_data"], sub.get("currency"))
     else:
-        raise StripeError.invalid(
-            "Missing required param: items[0][price].", param="items[0][price]"
-        )
+        raise StripeError.missing_param(param("price"))
     interval = (price_obj.get("recurring") or {}).get("interval", "month")
     count = (price_obj.get("recurring") or {}).get("interval_count", 1) or 1
     start = sub.get("billing_cycle_anchor") or call.now
@@ -70,9 +76,9 @@ def _item_fields(call: Call, sub: dict[str, Any], spec: dict[str, Any]) -> dict[
     return fields
 
 
-def _make_item(call: Call, sub: dict[str, Any], spec: dict[str, Any]) -> Record:
+def _make_item(call: Call, sub: dict[str, Any], spec: dict[str, Any], index: int = 0) -> Record:
     em = call.em
-    item = em.new_object("subscription_item", **_item_fields(call, sub, spec))
+    item = em.new_object("subscription_item", **_item_fields(call, sub, spec, f"items[{index}]"))
     return em.insert("subscription_item", item, lists=(_items_path(sub["id"]),))
 
 
@@ -90,8 +96,8 @@ def _subscription_create(call: Call, obj: dict[str, Any]) -> None:
     obj["start_date"] = call.param("backdate_start_date") or now
     items = call.param("items") or []
     if not items:
-        raise StripeError.invalid("Missing required param: items.", param="items")
-    made = [_make_item(call, obj, it) for it in items]
+        raise StripeError.missing_param("items")
+    made = [_make_item(call, obj, it, i) for i, it in enumerate(items)]
     first_price = made[0].obj["price"]
     obj["currency"] = obj.get("currency") or first_price.get("currency", "usd")
     trial_end = call.param("trial_end")
@@ -160,7 +166,7 @@ def _subscription_update(call: Call, rec: Record, before: dict[str, Any]) -> Non
     em = call.em
     items = call.param("items")
     if isinstance(items, list):
-        for spec in items:
+        for i, spec in enumerate(items):
             iid = spec.get("id")
             if iid:
                 item = em.get("subscription_item", iid)
@@ -171,7 +177,7 @@ def _subscription_update(call: Call, rec: Record, before: dict[str, Any]) -> Non
                     continue
                 ib = item.copy()
                 if spec.get("price"):
-                    item.obj["price"] = price_copy(call, spec["price"])
+                    item.obj["price"] = price_copy(call, spec["price"], f"items[{i}][price]")
                     item.obj["plan"] = plan_from_price(em, item.obj["price"])
                 if "quantity" in spec:
                     item.obj["quantity"] = spec["quantity"]
@@ -179,7 +185,7 @@ def _subscription_update(call: Call, rec: Record, before: dict[str, Any]) -> Non
                     em.apply_params("SubscriptionItem", item.obj, {"metadata": spec["metadata"]})
                 em.changed(call, item, ib, event=None)
             else:
-                _make_item(call, rec.obj, spec)
+                _make_item(call, rec.obj, spec, i)
         _refresh_items(em, rec.obj)
     trial_end = call.param("trial_end")
     if trial_end == "now" and rec.obj.get("status") == "trialing":
@@ -292,7 +298,7 @@ def _sub_item_create(call: Call, obj: dict[str, Any]) -> None:
     sub = require_ref(call, "subscription", obj.get("subscription"), "subscription")
     spec = {k: call.param(k) for k in ("price", "plan", "price_data", "quantity") if call.param(k)}
     spec["metadata"] = call.param("metadata") or {}
-    obj.update(_item_fields(call, sub.obj, spec))
+    obj.update(_item_fields(call, sub.obj, spec, ""))
 
 
 @sub_item.after_create
