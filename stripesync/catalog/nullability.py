@@ -13,7 +13,7 @@ States:
   unless expanded or included (``customer.sources``, ``customer.tax``);
 - ``optional_nullable``: may be left out, may be null (``field?: T | null``).
 
-The emulator does not use this data yet.
+The emulator's `Shapes` leaves unset `optional` and `optional_nullable` fields out.
 """
 
 from __future__ import annotations

@@ -407,7 +407,18 @@ class Emulator:
         obj.update(values)
         return obj
 
-    def insert(self, obj_type: str, obj: dict[str, Any], *, lists: tuple[str, ...] = ()) -> Record:
+    def insert(
+        self,
+        obj_type: str,
+        obj: dict[str, Any],
+        *,
+        lists: tuple[str, ...] = (),
+        prune: bool = True,
+    ) -> Record:
+        """Store a new object; unset fields Stripe leaves out are dropped unless `prune`
+        is false (objects given to `/_emulator/load` are kept as given)."""
+        if prune:
+            self.shapes.prune_type(obj_type, obj)
         created = obj.get("created")
         if created is None:
             created = obj.get("date")
@@ -577,6 +588,7 @@ class Emulator:
     ) -> dict[str, Any] | None:
         """After a record's dict was mutated: refresh bytes and indexes, emit the event
         (with `previous_attributes`) when something changed."""
+        self.shapes.prune_type(rec.type, rec.obj)
         rec.touch()
         prev = diff(before, rec.obj)
         if not prev:
@@ -662,6 +674,7 @@ class Emulator:
                 saved, call.params = call.params, {}
                 b.create(call, obj)
                 call.params = saved
+            self.shapes.prune_type(obj_type, obj)
             rec = Record(obj_type, str(obj.get("id") or path), 0, self.store.next_seq(), obj)
             self.store.singletons[path] = rec
         return rec
@@ -678,7 +691,7 @@ class Emulator:
         if "created" in obj:
             obj["created"] = self.clock.now()
         self.apply_params(route.cls, obj, call.params)
-        return obj
+        return self.shapes.prune(route.cls, obj)
 
     # ---- relations -------------------------------------------------------------------
 
@@ -782,14 +795,17 @@ class Emulator:
             "idempotency_key": call.idempotency_key if call else None,
         }
         head = dumps(
-            {
-                "id": eid,
-                "object": "event",
-                "account": None,
-                "api_version": self.default_version,
-                "context": None,
-                "created": created,
-            }
+            self.shapes.prune_type(
+                "event",
+                {
+                    "id": eid,
+                    "object": "event",
+                    "account": None,
+                    "api_version": self.default_version,
+                    "context": None,
+                    "created": created,
+                },
+            )
         )[:-1]
         data = b'{"object":' + obj_bytes
         if previous is not None:
@@ -919,8 +935,8 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     for k in before.keys() | after.keys():
         a = before.get(k, _MISSING)
         b = after.get(k, _MISSING)
-        if a == b:
-            continue
+        if a == b or ((a is None or a is _MISSING) and (b is None or b is _MISSING)):
+            continue  # a null field and a left-out one are the same
         if (
             isinstance(a, dict)
             and isinstance(b, dict)

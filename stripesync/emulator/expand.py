@@ -49,6 +49,9 @@ def _apply(em: Emulator, obj: dict[str, Any], tree: dict[str, Any], prefix: str)
             if t == "listobject" and obj.get("id"):
                 obj[name] = _includable(em, obj, name, d)
                 value = obj[name]
+            elif t == "class" and d is not None and "." in d["name"] and name not in obj:
+                # a nested object Stripe sends only when expanded (`customer.tax`)
+                obj[name] = value = em.shapes.new(d["name"])
             elif d is not None and t not in ("expandable", "class", "listobject", "union"):
                 raise StripeError.invalid(
                     f"This property cannot be expanded ({full}).", param="expand"

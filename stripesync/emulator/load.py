@@ -59,7 +59,7 @@ def _load_one(
             em.store.remove(old)
         em.store.deleted.setdefault(obj_type, {})[oid] = rec
         return None
-    rec = em.insert(obj_type, obj)
+    rec = em.insert(obj_type, obj, prune=False)
     for name, value in obj.items():
         route = (
             _singleton_route(em, singletons.get(value["object"]))

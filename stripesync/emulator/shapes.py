@@ -1,6 +1,11 @@
 """Objects shaped like Stripe's, from the SDK's class descriptions (`catalog.spec`).
 
-Every field the SDK declares is present; unset ones are null. Fields Stripe never
+Every field the SDK declares is present, unset ones null, except the ones Stripe's
+TypeScript types mark as possibly left out (`optional`, `optional_nullable` in
+`catalog/ts_nullability.json`): unset (null) ones are left out, as Stripe leaves
+them out (`customer.sources`, `price.currency_options`, `event.account`); includable
+and expandable-only ones appear when `expand[]` asks for them (expand.py). A field
+with a value is never dropped. Fields Stripe never
 leaves empty get a neutral value (`object`, booleans, counters, `metadata: {}`, nested
 objects that are always there, empty embedded lists); the per-collection behaviours
 (behaviours/) give the rest their meaning.
@@ -11,11 +16,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from stripesync.catalog.nullability import load_nullability
 from stripesync.catalog.spec import Spec, TypeDesc
 
 # fields the SDK declares for the deleted form of an object only
 _OMIT = {"deleted"}
 _STR_DEFAULTS = {"currency": "usd", "country": "US"}
+# the states of ts_nullability.json whose fields Stripe may leave out
+LEFT_OUT_STATES = frozenset({"optional", "optional_nullable"})
 
 
 class Shapes:
@@ -37,6 +45,13 @@ class Shapes:
             self.type_class.setdefault(obj, cls)
             self.class_type.setdefault(cls, obj)
         self._templates: dict[str, str] = {}
+        # SDK class -> the fields left out when unset (SDK names and wire names)
+        self.left_out: dict[str, frozenset[str]] = {}
+        for cls, states in load_nullability().classes.items():
+            names = {n for n, st in states.items() if st in LEFT_OUT_STATES}
+            names |= {n + "_" for n in names}  # the SDK's `from_` for the wire's `from`
+            if names:
+                self.left_out[cls] = frozenset(names)
 
     def fields(self, cls: str) -> dict[str, TypeDesc]:
         entry = self.classes.get(cls)
@@ -65,8 +80,35 @@ class Shapes:
         for name, d in self.fields(cls).items():
             if name in _OMIT:
                 continue
-            out[name] = _default(self, d, name, stack)
+            value = _default(self, d, name, stack)
+            if value is None and name in self.left_out.get(cls, ()):
+                continue
+            out[name] = value
         return out
+
+    def prune(self, cls: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Drop, in place, the null fields Stripe leaves out of `obj` (of SDK class
+        `cls`) and of the nested objects it holds by value; returns `obj`."""
+        gone = self.left_out.get(cls, frozenset())
+        fields = self.fields(cls)
+        for name in [n for n, v in obj.items() if v is None and n in gone]:
+            del obj[name]
+        for name, value in obj.items():
+            d = fields.get(name)
+            if d is None or not isinstance(value, dict | list):
+                continue
+            inner = _nested(d)
+            if inner is None:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict):
+                    self.prune(inner, item)
+        return obj
+
+    def prune_type(self, obj_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """`prune` by the object's type (`customer`); objects of unknown types unchanged."""
+        cls = self.type_class.get(obj_type)
+        return self.prune(cls, obj) if cls else obj
 
     # ---- type helpers ----------------------------------------------------------------
 
@@ -86,6 +128,21 @@ class Shapes:
 
     def types_of(self, d: TypeDesc) -> list[str]:
         return [self.class_type[c] for c in self.classes_of(d) if c in self.class_type]
+
+
+def _nested(d: TypeDesc) -> str | None:
+    """The nested SDK class a field holds by value (alone or in a list), if any."""
+    t = d.get("t")
+    if t == "class" and "." in d["name"]:
+        return d["name"]  # type: ignore[no-any-return]
+    if t == "list":
+        return _nested(d["of"])
+    if t == "union":
+        for o in d["of"]:
+            inner = _nested(o)
+            if inner is not None:
+                return inner
+    return None
 
 
 def _default(shapes: Shapes, d: TypeDesc, name: str, stack: tuple[str, ...]) -> Any:
