@@ -23,7 +23,10 @@ from stripesync.catalog.spec import Spec, TypeDesc
 _OMIT = {"deleted"}
 _STR_DEFAULTS = {"currency": "usd", "country": "US"}
 # the states of ts_nullability.json whose fields Stripe may leave out
-LEFT_OUT_STATES = frozenset({"optional", "optional_nullable"})
+# Only `optional` fields (`x?: T`) are left out when unset: an `optional_nullable` one
+# (`x?: T | null`, e.g. customer.name, address, phone) is what Stripe's own examples send
+# as null, so it stays null.
+LEFT_OUT_STATES = frozenset({"optional"})
 
 
 class Shapes:

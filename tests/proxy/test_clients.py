@@ -239,7 +239,7 @@ def test_asyncpg(writes: WriteRig) -> None:
         ("p2@example.com", None, 2, "{}"),
     ]
     at_stripe = {
-        c.email: (c.to_dict().get("name"), c.balance, c.metadata.to_dict())
+        c.email: (c.name, c.balance, c.metadata.to_dict())
         for c in writes.stripe.v1.customers.list({"limit": 100}).auto_paging_iter()
     }
     assert at_stripe == {
