@@ -210,15 +210,7 @@ class _Session:
         types = (*mine[0], *(oid for oid, _ in extra))
         formats = (*mine[1], *(0 for _ in extra))
         values = (*mine[2], *(value for _, value in extra))
-        result = await self._exchange(
-            Close("S", _STMT),
-            Close("P", _STMT),
-            Parse(_STMT, sql, types),
-            Bind(_STMT, _STMT, formats, values, result_formats),
-            Execute(_STMT, 0),
-            Close("P", _STMT),
-            Close("S", _STMT),
-        )
+        result = await self._exchange(*_statement(sql, types, formats, values, result_formats))
         return result.rows
 
     async def trial(
