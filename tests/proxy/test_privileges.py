@@ -15,13 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool
 
 from stripesync.proxy.roles import role_setup_sql
-from stripesync.proxy.writes import StripeWriteHandler
 from tests.plugins.postgres import PgRole, PgServer, _private_dir
 from tests.proxy.conftest import RunningProxy
-from tests.proxy.writes_fixtures import WriteRig
+from tests.proxy.writes_fixtures import WriteRig, handler_proxy
 
 PROTOCOLS = ("simple", "extended", "prepared")
 
@@ -321,12 +319,9 @@ def test_a_hot_standby_refuses_the_write_before_stripe(
             time.sleep(0.05)
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
     # a proxy in front of the standby; its store would write to the primary
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(writes.database_url, open=False)
-    proxy = start_proxy(url, write_handler=StripeWriteHandler(writes.api, pool))
-    proxy.call(pool.open(wait=True))
     case = Case("writer", "UPDATE stripe.customer SET name = 'n' WHERE id = '{mine}'", "25006")
     sql = case.sql.format(**ids)
-    try:
+    with handler_proxy(start_proxy, url, writes.api, writes.database_url) as (proxy, _):
         for protocol in PROTOCOLS:
             for returning in (False, True):
                 direct = _outcome(url, case, sql, protocol, returning, direct=True,
@@ -334,6 +329,4 @@ def test_a_hot_standby_refuses_the_write_before_stripe(
                 proxied = _outcome(proxy.url(url), case, sql, protocol, returning,
                                    direct=False, reader=roles.reader.name)  # fmt: skip
                 assert (direct, proxied) == ("25006", "25006"), (protocol, returning)
-    finally:
-        proxy.call(pool.close())
     assert writes.emulator.controls.requests() == []

@@ -22,7 +22,7 @@ from stripesync.proxy.roles import role_setup_sql
 from stripesync.proxy.writes import StripeWriteHandler
 from tests.plugins.postgres import PgServer
 from tests.proxy.conftest import RunningProxy
-from tests.proxy.writes_fixtures import WriteRig
+from tests.proxy.writes_fixtures import WriteRig, handler_proxy
 
 
 def _customer(rig: WriteRig, email: str, **values: Any) -> str:
@@ -643,20 +643,18 @@ def test_the_role_setup_keeps_direct_writes_out(
                 assert conn.execute("DELETE FROM stripe.customer").rowcount == 1
         assert writes.rows("SELECT id, name FROM stripe.customer") == [(kept, None)]
         # through a proxy whose store connections log in as the owner role
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(owner.url(dbname), open=False)
-        proxy = start_proxy(writes.database_url, write_handler=StripeWriteHandler(writes.api, pool))
-        proxy.call(pool.open(wait=True))
-        try:
-            with psycopg.connect(proxy.url(app.url(dbname)), autocommit=True) as conn:
-                row = conn.execute(
-                    "INSERT INTO stripe.customer (email) VALUES ('app@example.com') RETURNING id"
-                ).fetchone()
-                assert row is not None
-                assert conn.execute(
-                    "SELECT email FROM stripe.customer ORDER BY email"
-                ).fetchall() == [("app@example.com",), ("kept@example.com",)]
-        finally:
-            proxy.call(pool.close())
+        store = owner.url(dbname)
+        with (
+            handler_proxy(start_proxy, writes.database_url, writes.api, store) as (proxy, _),
+            psycopg.connect(proxy.url(app.url(dbname)), autocommit=True) as conn,
+        ):
+            row = conn.execute(
+                "INSERT INTO stripe.customer (email) VALUES ('app@example.com') RETURNING id"
+            ).fetchone()
+            assert row is not None
+            assert conn.execute(
+                "SELECT email FROM stripe.customer ORDER BY email"
+            ).fetchall() == [("app@example.com",), ("kept@example.com",)]
         assert writes.stripe.v1.customers.retrieve(row[0]).email == "app@example.com"
     finally:
         with writes.direct() as conn:

@@ -6,12 +6,16 @@ with the StripeWriteHandler in front of the database.
   with a :class:`StripeWriteHandler` (StripeApi on the emulator, a pool on the database);
   a :class:`WriteRig` with ``connect()`` (through the proxy), ``direct()`` (straight to
   the database) and ``stripe`` (the SDK on the emulator).
+- ``handler_proxy(start_proxy, upstream_url, api, store_url)``: another proxy with a
+  handler whose store connections use ``store_url`` (a role's, say); yields
+  ``(proxy, pool)``, the pool closed afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +115,24 @@ class CountingHandler(StripeWriteHandler):
         else:
             self.claimed.append(call)
         return done
+
+
+@contextmanager
+def handler_proxy(
+    start_proxy: Callable[..., RunningProxy],
+    upstream_url: str,
+    api: StripeApi,
+    store_url: str,
+    **handler_options: Any,
+) -> Iterator[tuple[RunningProxy, AsyncConnectionPool[Any]]]:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(store_url, open=False)
+    handler = StripeWriteHandler(api, pool, **handler_options)
+    proxy = start_proxy(upstream_url, write_handler=handler)
+    proxy.call(pool.open(wait=True))
+    try:
+        yield proxy, pool
+    finally:
+        proxy.call(pool.close())
 
 
 @pytest.fixture
