@@ -34,6 +34,8 @@ COLLECTIONS = [*TOP_LEVEL, "tax_id", "subscription_item", "event"]
 class Activity(threading.Thread):
     """Creates, updates and deletes across collections until stopped."""
 
+    pause = 0.01  # seconds between steps
+
     def __init__(self, sdk: stripe.StripeClient, seed: int) -> None:
         super().__init__(daemon=True)
         self.sdk = sdk.v1
@@ -41,19 +43,22 @@ class Activity(threading.Thread):
         self.halt = threading.Event()
         self.done = 0
         self.errors: list[str] = []
+        self.kinds: dict[str, int] = {}  # the steps made, by the kind step() returns
         self.customers: list[str] = []
         self.prices: list[str] = []
 
     def run(self) -> None:
         while not self.halt.is_set():
             try:
-                self.step()
+                kind = self.step()
+                if kind is not None:
+                    self.kinds[kind] = self.kinds.get(kind, 0) + 1
                 self.done += 1
             except stripe.StripeError as e:  # e.g. an object another step deleted
                 self.errors.append(f"{type(e).__name__}: {e.user_message}")
-            time.sleep(0.01)
+            time.sleep(self.pause)
 
-    def step(self) -> None:
+    def step(self) -> str | None:
         rng, sdk = self.rng, self.sdk
         n = self.done
         roll = rng.random()
@@ -181,35 +186,19 @@ def test_kill_9_at_random_moments_converges(emulator, database_url) -> None:
     assert kills == 4
 
 
-class Churn(threading.Thread):
+class Churn(Activity):
     """Customers, subscriptions (quantity changes that update or replace items, item
     deletes, cancels) and invoice items (pending, or on draft invoices) made, changed and
     deleted until stopped."""
 
+    pause = 0.005
+
     def __init__(self, sdk: stripe.StripeClient, seed: int) -> None:
-        super().__init__(daemon=True)
-        self.sdk = sdk.v1
-        self.rng = random.Random(seed)
-        self.halt = threading.Event()
-        self.done = 0
-        self.errors: list[str] = []
-        self.kinds: dict[str, int] = {}
-        self.customers: list[str] = []
-        self.prices: list[str] = []
+        super().__init__(sdk, seed)
         self.subscriptions: list[str] = []
         self.invoiceitems: list[str] = []
         self.drafts: list[str] = []
         self.updated_pending: set[str] = set()  # changed while on no invoice: no event
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            try:
-                kind = self.step()
-                self.kinds[kind] = self.kinds.get(kind, 0) + 1
-                self.done += 1
-            except stripe.StripeError as e:  # e.g. an item on an invoice already finalized
-                self.errors.append(f"{type(e).__name__}: {e.user_message}")
-            time.sleep(0.005)
 
     def step(self) -> str:
         rng, sdk, n = self.rng, self.sdk, self.done
