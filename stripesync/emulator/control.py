@@ -121,12 +121,16 @@ class Controls:
         return 200, generate(self.em, **data)
 
     def _requests(self, method: str, data: Any, q: dict[str, str]) -> tuple[int, Any]:
-        """The latest API requests, oldest first (DELETE empties the log)."""
+        """The latest API requests, oldest first (DELETE empties the log): method, path,
+        query string, status, the ids a list page served (`listed`) and when it was answered
+        (`at`, monotonic seconds)."""
         if method == "DELETE":
             self.em.requests.clear()
             return 200, []
         return 200, [
-            {"method": m, "path": path, "status": status} for m, path, status in self.em.requests
+            {"method": r.method, "path": r.path, "query": r.query, "status": r.status,
+             "listed": r.listed, "at": r.at}
+            for r in self.em.requests
         ]
 
     def _stats(self, method: str, data: Any, q: dict[str, str]) -> tuple[int, Any]:

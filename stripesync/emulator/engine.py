@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import re
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,7 @@ log = logging.getLogger("stripesync.emulator")
 _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(\.[a-z_]+)?\Z")
 _MISSING = object()
 PLATFORM_ACCOUNT = "acct_1EmulatorPlatform0"
-REQUEST_LOG_SIZE = 10_000  # API requests kept in Emulator.requests
+REQUEST_LOG_SIZE = 50_000  # API requests kept in Emulator.requests
 
 
 @dataclass
@@ -59,6 +60,18 @@ class Request:
     query: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One API request as the request log keeps it."""
+
+    method: str
+    path: str
+    query: str  # the query string as sent
+    status: int
+    listed: list[str]  # the ids of the objects a list page served, in order
+    at: float  # when it was answered (time.monotonic(), seconds)
 
 
 @dataclass
@@ -80,6 +93,7 @@ class Call:
     request_id: str | None = None
     idempotency_key: str | None = None
     key: str = ""
+    listed: list[str] | None = None  # ids a list page served (the request log keeps them)
 
     @property
     def now(self) -> int:
@@ -148,8 +162,8 @@ class Emulator:
         self.permissions = Permissions()
         self.idempotency: dict[tuple[str, str], _Idem] = {}
         self.responses: Counter[int] = Counter()  # answers by status, for stats
-        # the latest API requests (method, path, status): what tests check was asked
-        self.requests: deque[tuple[str, str, int]] = deque(maxlen=REQUEST_LOG_SIZE)
+        # the latest API requests: what tests and benchmarks check was asked
+        self.requests: deque[LoggedRequest] = deque(maxlen=REQUEST_LOG_SIZE)
         self.webhooks.reset()
 
     @property
@@ -163,8 +177,9 @@ class Emulator:
 
     def handle(self, req: Request) -> Response:
         rid = self.ids.request_id()
+        listed: list[str] = []
         try:
-            status, body, extra = self._handle(req, rid)
+            status, body, extra = self._handle(req, rid, listed)
         except StripeError as e:
             status, body, extra = e.status, e.to_bytes(), list(e.headers.items())
         except Exception:
@@ -172,10 +187,16 @@ class Emulator:
             e = StripeError.api_error(500)
             status, body, extra = e.status, e.to_bytes(), []
         self.responses[status] += 1
-        self.requests.append((req.method, req.path, status))
+        self.requests.append(
+            LoggedRequest(
+                req.method, req.path, req.query.decode("latin-1"), status, listed, time.monotonic()
+            )
+        )
         return Response(status, body, [("request-id", rid), *extra])
 
-    def _handle(self, req: Request, rid: str) -> tuple[int, bytes, list[tuple[str, str]]]:
+    def _handle(
+        self, req: Request, rid: str, listed: list[str]
+    ) -> tuple[int, bytes, list[tuple[str, str]]]:
         key = self._authenticate(req.headers)
         if not self.limiter.allow(key, self.config.rate_limit):
             raise StripeError(
@@ -235,6 +256,7 @@ class Emulator:
         )
         try:
             body = self.dispatch(call, raw)
+            listed.extend(call.listed or ())
         except StripeError as e:
             if idem_key is not None and not e.validation and e.status < 500:
                 self.idempotency[(key, idem_key)] = _Idem(

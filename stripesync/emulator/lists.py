@@ -87,6 +87,7 @@ def list_bytes(
     recs, has_more = page(
         index, limit=limit, after=after, before=before, created=created, predicate=rec_pred
     )
+    call.listed = [r.id for r in recs]
     expand = [e[5:] for e in p.get("expand") or [] if e.startswith("data.")]
     other = [e for e in p.get("expand") or [] if not e.startswith("data.")]
     if other:

@@ -129,6 +129,7 @@ class StripeApi:
         self.max_retries = max_retries
         self.limiter = limiter or RateLimiter(max_rps or default_max_rps(api_key))
         self.stats = ApiStats()
+        self.latency: float | None = None  # seconds per answer, smoothed over the latest
         self.clock = StripeClock()  # Stripe's time, for dating the copies fetched
         self.mode = key_mode(api_key)
         self._http = stripe.HTTPXClient(timeout=timeout)
@@ -229,7 +230,11 @@ class StripeApi:
             api_mode="V1",
             usage=["raw_request"],
         )
-        self.clock.observe(headers.get("date") or headers.get("Date"), sent, time.time())
+        answered = time.time()
+        self.clock.observe(headers.get("date") or headers.get("Date"), sent, answered)
+        # how long Stripe takes to answer, smoothed: how many requests to keep in flight
+        took = answered - sent
+        self.latency = took if self.latency is None else self.latency + (took - self.latency) / 10
         if 200 <= status < 300:
             with suppress(orjson.JSONDecodeError):
                 return status, orjson.loads(body)  # type: ignore[arg-type]

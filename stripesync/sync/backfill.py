@@ -1,11 +1,13 @@
 """Backfill: page every collection into its table, fast, within the rate limit, resumable.
 
 - Top-level lists are paged 100 at a time, newest first. A list that accepts `created`
-  filters and has more than one page is split into time slices paged in parallel: the
-  first page gives the newest objects, a search with parallel `limit=1` probes finds the
-  oldest, and the range between is cut into slices of equal width. A worker that runs
-  out of slices takes the older half of the slice with the most left to read, so a
-  skewed account (most objects recent) still keeps every worker busy to the end.
+  filters and has more than one page is split into time slices paged in parallel. The
+  slices partition the list, so every object is read once: the first page goes on as
+  the newest slice (from where it stopped), and the time below it is cut into slices
+  whose widths double with age, starting at the time the first page spanned; the oldest
+  is open below. A worker that runs out of slices takes the older half of the slice
+  with the most left to read, between two of that slice's pages (never across one), so
+  a skewed account still keeps every worker busy to the end.
 - Children are read through their parents, once the parent's rows are in: the list a
   parent embeds (an invoice's `lines`) is used when it is complete, otherwise the
   child list is fetched per parent.
@@ -20,7 +22,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -47,9 +51,13 @@ from stripesync.sync.paging import PAGE, ParentGone, Skip, accepts, get_page
 
 log = logging.getLogger("stripesync.backfill")
 
-SLICES = 16  # time slices of a large collection, paged at once
-PROBES = 8  # requests per round of the search for the oldest object
+SLICES = 16  # workers of one list: slices of a large collection paged at once
+PLANNED = 8  # slices planned below a first page at most (the last one open below)
+MAX_PARTS = 1  # parts one split gives away at most
 MIN_SPLIT_OBJECTS = 2 * 100  # a slice is split only when this much seems left
+# no Stripe object is older (Stripe opened in 2011): where estimates of what an open-below
+# slice holds start; the slice itself stays open below, so nothing older is ever missed
+FLOOR = 1_262_304_000  # 2010-01-01
 PARENT_WORKERS = 16  # parents whose children are read at once, per collection
 WHOLE = "all"  # the slice name of an unsliced list
 
@@ -102,7 +110,10 @@ class Backfill:
         self.store = Store(schema)
         self.progress = {c.name: Progress(c.name) for c in self.selected}
         self.on_progress = on_progress
+        self.concurrency = concurrency
         self._sem = asyncio.Semaphore(concurrency)
+        self._paging = 0  # slices of top-level lists being paged, over every list
+        self._long_lists = 0  # top-level lists whose first page said there is more
         self._done_events: dict[str, asyncio.Event] = {
             c.name: asyncio.Event() for c in self.catalog
         }
@@ -221,9 +232,9 @@ class Backfill:
     # ---- top-level lists, sliced by time -------------------------------------------------
 
     async def _list(self, c: Collection, read: Read) -> None:
-        """Page a list with up to SLICES workers. A worker with nothing left to do splits
-        the slice with the most left to read, so uneven slices never leave one worker
-        paging alone at the end."""
+        """Page a list with up to SLICES workers. The slices partition the list by
+        `created`, so no page is read twice; a worker with nothing left to do takes the
+        older half of the slice with the most left to read, between two of its pages."""
         assert read.path
         rows = await self._cursor_rows(c, read.path)
         slices = [_Slice.of(r) for r in rows] if rows else await self._plan(c, read)
@@ -233,132 +244,171 @@ class Backfill:
         p.slices_done += len(slices) - len(pending)
         active: list[_Slice] = []
         splitting = asyncio.Lock()
+        paged = _Pages()  # counts pages read, wakes workers waiting for one
+
+        idle = 0  # workers of this list looking for a slice
 
         async def worker() -> None:
+            nonlocal idle
             while True:
+                s: _Slice | None = None
                 if pending:
-                    s: _Slice | None = pending.popleft()
-                else:
-                    async with splitting:
-                        s = await self._split(c, read, active)
-                if s is None:
+                    s = pending.popleft()
+                elif not active:
                     return
+                else:
+                    seen = paged.count
+                    idle += 1
+                    try:
+                        async with splitting:
+                            parts = [] if pending else await self._split(c, read, active, idle)
+                    finally:
+                        idle -= 1
+                    if pending and not parts:
+                        continue  # another worker's split left parts to take
+                    if not parts:
+                        if self._room() and all(a.left() is not None for a in active):
+                            return  # nothing worth splitting, and nothing unknown
+                        await paged.after(seen)  # another page, then try again
+                        continue
+                    s = parts[0]
+                    pending.extend(parts[1:])
                 active.append(s)
+                self._paging += 1
                 try:
-                    await self._page_slice(c, read, s)
+                    await self._page_slice(c, read, s, paged)
                 finally:
+                    self._paging -= 1
                     active.remove(s)
+                    await paged.one()
 
         await asyncio.gather(*(worker() for _ in range(SLICES)))
 
     async def _plan(self, c: Collection, read: Read) -> list[_Slice]:
-        """First page, then (for a large, created-filterable list) the time slices."""
+        """The first page; then, for a list that goes on and takes `created` filters, the
+        newest slice going on from where that page stopped, and the time below it cut into
+        PLANNED slices whose widths double with age, starting at the time the first page
+        spanned. The oldest is open below: it is split as it is read (see `_split`)."""
         assert read.path
         params = {**read.params, "limit": PAGE}
         fetched = fetch_time(self.api.clock.now())
         page = await self._get(c, read, read.path, params)
         data = page.get("data", [])
-        head_key = _slice_key(read.path, "head")
-        if not page.get("has_more"):
-            await self._commit_page(c, data, fetched, head_key, "", None, True)
-            return [_Slice(head_key, done=True)]
-        if not read.created_filter:
-            whole = _slice_key(read.path, WHOLE)
-            after = data[-1]["id"]
-            await self._commit_page(c, data, fetched, whole, "", after, False)
-            return [_Slice(whole, after=after)]
-        last_created = int(data[-1]["created"])
-        oldest = await self._oldest_created(c, read, last_created)
-        slices = [_Slice(head_key, done=True)]
+        more = bool(page.get("has_more")) and bool(data)
+        if not read.created_filter or not more:
+            whole = _Slice(_slice_key(read.path, WHOLE), after=data[-1]["id"] if more else None,
+                           done=not more, splittable=False)  # fmt: skip
+            await self._commit_page(c, data, fetched, whole.key, "", whole.after, whole.done)
+            return [whole]
+        newest, oldest_read = int(data[0]["created"]), int(data[-1]["created"])
+        # the lists known to go on share the slices worth paging at once
+        self._long_lists += 1
+        planned = max(2, min(PLANNED, self._want() // self._long_lists))
+        top = _Slice(_slice_key(read.path, f"{oldest_read}:"), lo=oldest_read, after=data[-1]["id"],
+                     anchor=newest)  # fmt: skip
+        top.note_page(newest, oldest_read, len(data))
+        slices = [top]
+        hi, width = oldest_read, max(1, newest - oldest_read)
+        for i in range(planned):
+            lo = None if i == planned - 1 or hi - width <= FLOOR else hi - width
+            slices.append(_Slice(_slice_key(read.path, f"{_bound(lo)}:{hi}"), lo=lo, hi=hi,
+                                 anchor=newest))  # fmt: skip
+            if lo is None:
+                break
+            hi, width = lo, width * 2
         async with self.pool.connection() as conn, conn.transaction():
             await self._store_page(conn, c, data, fetched, None)
-            await self._save_cursor(conn, c, head_key, "", None, True, len(data))
-            for lo, hi in _cut(oldest, last_created + 1, SLICES):
-                s = _Slice(_slice_key(read.path, f"{lo}:{hi}"), lo=lo, hi=hi)
-                await self._save_cursor(conn, c, s.key, "", None, False, 0)
-                slices.append(s)
+            await self._save_cursor(conn, c, top.key, "", top.after, False, len(data))
+            for s in slices[1:]:
+                await self._save_cursor(conn, c, s.key, "", None, False, 0, page=False)
         self._count(c, len(data))
         return slices
 
-    async def _oldest_created(self, c: Collection, read: Read, upper: int) -> int:
-        """The `created` of the oldest object, to the minute: each round asks PROBES
-        `limit=1` pages at once, so the search costs a few round trips, not twenty."""
+    def _want(self) -> int:
+        """Slices worth paging at once, over every list: enough requests in flight to
+        use the whole rate, with room for slow answers. Each slice costs a part-empty
+        last page, so more than that only wastes requests."""
+        rate, latency = self.api.limiter.rate, self.api.latency or 0.3
+        return max(4, min(self.concurrency, math.ceil(rate * latency * 1.5) + 2))
+
+    def _room(self) -> bool:
+        return self._paging < self._want()
+
+    async def _split(
+        self, c: Collection, read: Read, active: list[_Slice], wanted: int
+    ) -> list[_Slice]:
+        """Take up to `wanted` parts of the older end of what is left of the active slice
+        with the most left to read (none when nothing is worth splitting, or enough
+        slices are paged at once). Called by one worker of the list at a time; waits for
+        the slice's page in flight, so the parts never overlap."""
         assert read.path
-        path = read.path
-        lo, hi = 0, upper  # invariant: nothing older than lo; something at or before hi
-
-        async def newest_before(t: int) -> int | None:
-            page = await self._get(c, read, path, {**read.params, "limit": 1, "created[lte]": t})
-            return int(page["data"][0]["created"]) if page.get("data") else None
-
-        while hi - lo > 60:
-            probes = sorted({lo + (hi - lo) * (i + 1) // (PROBES + 1) for i in range(PROBES)})
-            found = await asyncio.gather(*(newest_before(t) for t in probes))
-            for t, created in zip(probes, found, strict=True):
-                if created is not None:
-                    hi = min(hi, created)
-                    break
-                lo = t + 1
-            if hi <= lo:
-                return hi
-        return lo
-
-    async def _split(self, c: Collection, read: Read, active: list[_Slice]) -> _Slice | None:
-        """Take the older half of what is left of the active slice with the most left to
-        read, or None when nothing is worth splitting. Called by one worker at a time."""
-        assert read.path
+        room = self._want() - self._paging
+        if room <= 0:
+            return []
         best: tuple[float, _Slice] | None = None
         for s in active:
             left = s.left()
             if left is not None and left >= MIN_SPLIT_OBJECTS and (not best or left > best[0]):
                 best = (left, s)
         if best is None:
-            return None
-        owner = best[1]
-        async with owner.lock, self.pool.connection() as conn, conn.transaction():
-            # under the owner's lock: its bounds and cursor row do not move meanwhile
-            if owner.done or owner.lo is None or owner.hi is None:
-                return None
-            top = owner.last_created if owner.last_created is not None else owner.hi
-            mid = owner.lo + (top - owner.lo) // 2
-            if mid <= owner.lo:
-                return None
-            taken = _Slice(_slice_key(read.path, f"{owner.lo}:{mid}"), lo=owner.lo, hi=mid)
-            # the owner keeps [mid, hi): its cursor row is renamed with it
-            new_key = _slice_key(read.path, f"{mid}:{owner.hi}")
-            await conn.execute(
-                f"UPDATE {quote(self.schema)}._backfill_cursor SET slice = %s "
-                "WHERE collection = %s AND slice = %s AND parent_id = ''",
-                (new_key, c.name, owner.key),
-            )
-            await self._save_cursor(conn, c, taken.key, "", None, False, 0, page=False)
-            owner.key, owner.lo = new_key, mid
-        self.progress[c.name].slices_total += 1
+            return []
+        left, owner = best
+        parts = max(1, min(wanted, room, int(left // MIN_SPLIT_OBJECTS) - 1, MAX_PARTS))
+        async with owner.lock:
+            await owner.committed()  # its cursor row is renamed below
+            cuts = owner.cuts(parts)  # newest first; the owner keeps [cuts[0], hi)
+            if owner.done or not cuts:
+                return []
+            bounds = [*cuts, owner.lo]
+            taken = [
+                _Slice(_slice_key(read.path, f"{_bound(lo)}:{hi}"), lo=lo, hi=hi,
+                       anchor=owner.anchor)
+                for hi, lo in itertools.pairwise(bounds)
+            ]
+            new_key = _slice_key(read.path, f"{cuts[0]}:{_bound(owner.hi)}")
+            async with self.pool.connection() as conn, conn.transaction():
+                # the owner keeps [cuts[0], hi): its cursor row is renamed with it
+                await conn.execute(
+                    f"UPDATE {quote(self.schema)}._backfill_cursor SET slice = %s "
+                    "WHERE collection = %s AND slice = %s AND parent_id = ''",
+                    (new_key, c.name, owner.key),
+                )
+                for t in taken:
+                    await self._save_cursor(conn, c, t.key, "", None, False, 0, page=False)
+            owner.key, owner.lo = new_key, cuts[0]
+        self.progress[c.name].slices_total += len(taken)
         return taken
 
-    async def _page_slice(self, c: Collection, read: Read, s: _Slice) -> None:
+    async def _page_slice(self, c: Collection, read: Read, s: _Slice, paged: _Pages) -> None:
+        """Page one slice to its end. Each page is read under the slice's lock, so a
+        split happens between two pages, never across one; a page is committed while
+        the next one is read, in order."""
         assert read.path
         params: dict[str, Any] = {**read.params, "limit": PAGE}
-        while True:
-            if s.lo is not None and s.hi is not None:
-                params["created[gte]"] = s.lo  # may move up when another worker splits s
-                params["created[lt]"] = s.hi
-            if s.after:
-                params["starting_after"] = s.after
-            fetched = fetch_time(self.api.clock.now())
-            page = await self._get(c, read, read.path, params)
-            data = page.get("data", [])
-            more = bool(page.get("has_more")) and bool(data)
-            if data:
-                s.after = data[-1]["id"]
-                s.last_created = int(data[-1]["created"])
-                s.objects += len(data)
-                if s.lo is not None and s.last_created < s.lo:
-                    more = False  # the rest was split off to another worker
-            async with s.lock:
-                await self._commit_page(c, data, fetched, s.key, "", s.after, not more)
-            if not more:
-                break
+        more = True
+        try:
+            while more:
+                async with s.lock:
+                    if s.lo is not None:
+                        params["created[gte]"] = s.lo  # moves up when another worker splits s
+                    if s.hi is not None:
+                        params["created[lt]"] = s.hi
+                    if s.after:
+                        params["starting_after"] = s.after
+                    fetched = fetch_time(self.api.clock.now())
+                    page = await self._get(c, read, read.path, params)
+                    data = page.get("data", [])
+                    more = bool(page.get("has_more")) and bool(data)
+                    if data:
+                        s.after = data[-1]["id"]
+                        s.note_page(int(data[0]["created"]), int(data[-1]["created"]), len(data))
+                    await s.committed()  # the pages of a slice commit in order
+                    s.commit = asyncio.ensure_future(
+                        self._commit_page(c, data, fetched, s.key, "", s.after, not more)
+                    )
+                await paged.one()
+        finally:
+            await s.committed()
         s.done = True
         self.progress[c.name].slices_done += 1
         self._emit(self.progress[c.name])
@@ -602,6 +652,24 @@ class Backfill:
             self.on_progress(p)
 
 
+class _Pages:
+    """A count of pages read (and slices ended) that workers can wait on."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = asyncio.Condition()
+
+    async def one(self) -> None:
+        async with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    async def after(self, seen: int) -> None:
+        """Return once the count has moved past `seen`."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.count != seen)
+
+
 @dataclass(eq=False)
 class _Slice:
     """A part of a list being paged: [lo, hi) of `created` (None: unbounded)."""
@@ -611,9 +679,19 @@ class _Slice:
     hi: int | None = None
     after: str | None = None
     done: bool = False
+    splittable: bool = True  # False for a list that takes no `created` filter
+    anchor: int | None = None  # `created` of the list's newest object, when known
+    newest: int | None = None  # `created` of the newest object this run read
     last_created: int | None = None  # `created` of the last object read
     objects: int = 0  # read by this run
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    commit: asyncio.Future[None] | None = None  # the commit of the page read last
+
+    async def committed(self) -> None:
+        """Wait for the page read last to be committed (its error raised here)."""
+        if self.commit is not None:
+            commit, self.commit = self.commit, None
+            await commit
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> _Slice:
@@ -621,29 +699,57 @@ class _Slice:
         lo = hi = None
         if ":" in bounds:
             a, b = bounds.split(":")
-            lo, hi = int(a), int(b)
-        return cls(row["slice"], lo=lo, hi=hi, after=row["starting_after"], done=row["done"])
+            lo, hi = (int(a) if a else None), (int(b) if b else None)
+        return cls(row["slice"], lo=lo, hi=hi, after=row["starting_after"], done=row["done"],
+                   splittable=":" in bounds)  # fmt: skip
+
+    def note_page(self, newest: int, oldest: int, n: int) -> None:
+        self.newest = newest if self.newest is None else max(self.newest, newest)
+        self.last_created = oldest
+        self.objects += n
 
     def left(self) -> float | None:
-        """About how many objects are left to read, or None when it cannot be split."""
-        if self.done or self.lo is None or self.hi is None:
+        """About how many objects are left to read; None while unknown (no page read
+        yet); 0 when it cannot be split."""
+        if self.done or not self.splittable:
+            return 0.0
+        if self.last_created is None or self.newest is None:
             return None
-        if self.last_created is None or self.objects == 0:
-            return float(MIN_SPLIT_OBJECTS)  # nothing read yet: assume it is worth it
-        read_span = max(1, self.hi - self.last_created)
-        return self.objects / read_span * max(0, self.last_created - self.lo)
+        density = self.objects / max(1, self.newest - self.last_created + 1)
+        return density * max(0, self.last_created - (self.lo if self.lo is not None else FLOOR))
+
+    def cuts(self, parts: int) -> list[int]:
+        """Where to cut what is left into the owner's part and `parts` older ones,
+        newest first: the owner keeps [cuts[0], hi), which holds every object not read
+        yet that is as new as the last one read. A bounded slice is cut into equal
+        widths. An open-below slice keeps as far back again from the list's newest
+        object as it has reached and gives up the rest, still open below: the old end
+        of a list is found in doubling steps, and only the last of them (older than
+        every object) comes back empty."""
+        last = self.last_created
+        if last is None:
+            return []
+        out: list[int] = []
+        if self.lo is not None:
+            for j in range(parts, 0, -1):
+                out.append(self.lo + (last - self.lo) * j // (parts + 1))
+        elif self.anchor is not None and self.anchor > last:
+            out.append(max(FLOOR, last - (self.anchor - last)))  # one part: the open rest
+        else:
+            lo = min(FLOOR, last)
+            for j in range(parts, 0, -1):
+                out.append(lo + (last - lo) * j // (parts + 1))
+        floor = self.lo if self.lo is not None else -(2**62)
+        kept = []
+        for cut in out:  # strictly decreasing, within (lo, last]
+            if floor < cut <= last and (not kept or cut < kept[-1]):
+                kept.append(cut)
+        return kept
 
 
 def _slice_key(path: str, name: str) -> str:
     return f"{path}#{name}"
 
 
-def _cut(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
-    """[lo, hi) cut into at most n slices of equal width, newest first."""
-    width = max(1, -(-(hi - lo) // n))
-    out = []
-    start = lo
-    while start < hi:
-        out.append((start, min(hi, start + width)))
-        start += width
-    return list(reversed(out))
+def _bound(t: int | None) -> str:  # a slice bound in a cursor row ('': open)
+    return "" if t is None else str(t)

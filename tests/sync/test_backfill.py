@@ -110,7 +110,7 @@ async def test_429s_are_retried_and_the_backfill_converges(emulator, pool):
     """Asking more of the API than it allows: Stripe answers 429, the client backs off
     and retries, and nothing is lost."""
     generate(emulator.state, customers=1200, seed=5, subscriptions=0, charges=0)
-    emulator.controls.configure(rate_limit=20)
+    emulator.controls.configure(rate_limit=5)  # the burst is smaller than the 12 pages
     async with StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=60) as api:
         result = await Backfill(api, pool, collections=["customer"]).run()
         assert api.stats.rate_limited > 0 and api.stats.retries >= api.stats.rate_limited
@@ -124,7 +124,7 @@ async def test_the_client_stays_within_its_rate(emulator, pool):
     and no second with more requests than allowed."""
     import time
 
-    generate(emulator.state, customers=3000, seed=6, subscriptions=0, charges=0)
+    generate(emulator.state, customers=5000, seed=6, subscriptions=0, charges=0)
     emulator.controls.configure(rate_limit=40, latency_ms=5)
     seconds: list[float] = []
     async with StripeApi("sk_test_emulator", api_base=emulator.url, max_rps=40) as api:
@@ -145,4 +145,4 @@ async def test_the_client_stays_within_its_rate(emulator, pool):
     )
     assert busiest <= 40 + 4, busiest
     ids = await _rows(pool, "SELECT count(*) FROM stripe.customer")
-    assert ids[0][0] == 3000
+    assert ids[0][0] == 5000
