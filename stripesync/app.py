@@ -282,8 +282,52 @@ async def _backfill(args: argparse.Namespace) -> int:
             selected = build_catalog().select(names)
             await migrate(conn, args.schema, selected if names else None)
         result = await run_backfill(api, pool, args.schema, names, progress=not args.no_progress)
-    print_result(result)
+        print_result(result)
+        if result.copy_existed:
+            await catch_up(api, pool, args.schema, names)
     return EXIT_SKIPPED if result.skipped else EXIT_OK
+
+
+async def catch_up(
+    api: StripeApi,
+    pool: AsyncConnectionPool,  # type: ignore[type-arg]
+    schema: str,
+    names: list[str] | None,
+) -> int:
+    """A backfill of a copy started earlier brings it up to date: the events since its
+    cursor are applied, as `run` would apply them, and the command says so. A cursor
+    older than Stripe keeps events cannot catch up: `run` reads everything again."""
+    from stripesync.catalog import Catalog
+    from stripesync.sync.live import MAX_EVENTS_PER_POLL, CursorExpired, LiveSync
+
+    # as in `run`: the live sync keeps every event it applies, so its table is there
+    wanted = [*names, "event"] if names and "event" not in names else names
+    selected = build_catalog().select(wanted)
+    async with pool.connection() as conn:
+        await migrate(conn, schema, selected if wanted else None)
+    live = LiveSync(api, pool, schema=schema, catalog=Catalog(selected))
+    _, since = await live.cursor()
+    applied = 0
+    try:
+        while True:
+            polled = await live.poll_once()
+            applied += polled.events
+            if polled.events < MAX_EVENTS_PER_POLL:
+                break
+    except CursorExpired as e:
+        raise UserError(
+            f"the copy cannot be brought up to date from Stripe's events ({e}): "
+            "`stripesync run` reads every collection again and removes what Stripe no "
+            "longer has"
+        ) from None
+    when = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if since else "?"
+    Console(stderr=True).print(
+        f"the copy was already backfilled: applied {applied} events since {when}; "
+        "it is current now, and `stripesync run` keeps it current",
+        markup=False,
+        soft_wrap=True,
+    )
+    return applied
 
 
 async def check_key(api: StripeApi) -> None:
@@ -322,9 +366,11 @@ async def run_backfill(
 
 def print_result(result: BackfillResult) -> None:
     console = Console(stderr=True)
+    copied = len(result.done) - len(result.already)
+    before = f" ({len(result.already)} were complete before)" if result.already else ""
     console.print(
-        f"backfilled {result.objects} objects from {len(result.done)} collections "
-        f"in {result.seconds:.1f} s"
+        f"backfilled {result.objects} objects from {copied} collections "
+        f"in {result.seconds:.1f} s{before}"
     )
     for name, reason in sorted(result.skipped.items()):
         console.print(f"  skipped {name}: {reason}", markup=False, soft_wrap=True)

@@ -51,6 +51,30 @@ def test_backfill_then_status(emulator, database_url, capsys) -> None:
     assert lines[-1].startswith("events cursor: before the first event")
 
 
+def test_backfill_again_brings_the_copy_up_to_date(emulator, database_url, capsys) -> None:
+    """The second `backfill` of a finished copy reads the events since its cursor: a
+    customer created in between lands, and the command says what it did."""
+    import stripe
+
+    generate(emulator.state, customers=12, seed=4, subscriptions=0, charges=0)
+    argv = ("backfill", "--api-key", KEY, "--api-base", emulator.url, "--database-url",
+            database_url, "--collections", "customer", "--no-progress")  # fmt: skip
+    code, _, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert "backfilled 12 objects from 1 collections" in err
+    assert "already backfilled" not in err
+    client = stripe.StripeClient(KEY, base_addresses={"api": emulator.url})
+    late = client.v1.customers.create({"name": "Late Comer"}).id
+    code, _, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert "backfilled 0 objects from 0 collections" in err
+    assert "the copy was already backfilled: applied 1 events since" in err
+    assert "`stripesync run` keeps it current" in err
+    code, out, _ = _run(capsys, "status", "--database-url", database_url, "--json")
+    rows = {r["collection"]: r for r in json.loads(out)["collections"]}
+    assert rows["customer"]["rows"] == 13, late
+
+
 def test_skipped_collections_give_exit_code_3(emulator, database_url, capsys) -> None:
     generate(emulator.state, customers=5, seed=2, subscriptions=0, charges=3)
     emulator.controls.restrict("rk_test_cli_restricted_99", {"*": "read", "charge": "none"})

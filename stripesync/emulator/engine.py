@@ -139,6 +139,13 @@ class Emulator:
         self.event_types: set[str] = set(behaviours.EVENT_TYPES) | set(legacy.EVENT_TYPES)
         self.auto_lists = self._auto_lists_table()
         self.includable = self._includable_table()
+        # (parent type, field) -> the nested singleton route serving it (a customer's
+        # `cash_balance`): Stripe sends such a field only when `expand[]` asks for it
+        self.included = self._included_singletons()
+        for (parent_type, fld), _route in self.included.items():
+            cls = self.shapes.type_class.get(parent_type)
+            if cls:
+                self.shapes.leave_out(cls, fld)
         # invoice items have no `created` but a `date` ("time at which the invoice item
         # was created"), and Stripe lists them newest first by it
         self.ordered_types = {
@@ -681,25 +688,40 @@ class Emulator:
         rec = self.store.singletons.get(path)
         if rec is None:
             obj_type = route.types[0]
-            obj = self.new_object(obj_type)
             if obj_type == "account":
-                obj["id"] = PLATFORM_ACCOUNT
                 loaded = self.store.get("account", PLATFORM_ACCOUNT)
                 if loaded is not None:  # the platform account, given to /_emulator/load
                     return loaded
-            if parent and route.parent_types:
-                fld = self.parent_field_by_type(obj_type, route.parent_types[0])
-                if fld:
-                    obj[fld] = parent
-            b = registry.get(obj_type)
-            if b.create is not None:
-                saved, call.params = call.params, {}
-                b.create(call, obj)
-                call.params = saved
-            self.shapes.prune_type(obj_type, obj)
+            obj = self._new_singleton(call, route, parent)
             rec = Record(obj_type, str(obj.get("id") or path), 0, self.store.next_seq(), obj)
             self.store.singletons[path] = rec
         return rec
+
+    def _new_singleton(self, call: Call, route: Route, parent: str | None) -> dict[str, Any]:
+        obj_type = route.types[0]
+        obj = self.new_object(obj_type)
+        if obj_type == "account":
+            obj["id"] = PLATFORM_ACCOUNT
+        if parent and route.parent_types:
+            fld = self.parent_field_by_type(obj_type, route.parent_types[0])
+            if fld:
+                obj[fld] = parent
+        b = registry.get(obj_type)
+        if b.create is not None:
+            saved, call.params = call.params, {}
+            b.create(call, obj)
+            call.params = saved
+        self.shapes.prune_type(obj_type, obj)
+        return obj
+
+    def included_singleton(self, route: Route, parent_id: str) -> dict[str, Any]:
+        """The object a parent's singleton route serves (a customer's cash balance), as
+        `expand[]` includes it in the parent: the stored one, else a fresh default."""
+        path = route.fill(route.template, {str(route.parent_param): parent_id})
+        rec = self.store.singletons.get(path)
+        if rec is not None:
+            return rec.copy()
+        return self._new_singleton(self.internal_call(), route, parent_id)
 
     def transient(self, call: Call) -> Any:
         route = call.route
@@ -760,6 +782,18 @@ class Emulator:
                 if entry not in table.setdefault(r.types[0], []):
                     table[r.types[0]].append(entry)
         return table
+
+    def _included_singletons(self) -> dict[tuple[str, str], Route]:
+        out: dict[tuple[str, str], Route] = {}
+        for r in self.routes:
+            if r.kind == SINGLETON_GET and r.parent_types and r.types:
+                fld = r.template.rsplit("/", 1)[-1]
+                for pt in r.parent_types:
+                    cls = self.shapes.type_class.get(pt, "")
+                    d = self.shapes.fields(cls).get(fld)
+                    if d is not None and d.get("t") == "class":
+                        out.setdefault((pt, fld), r)
+        return out
 
     def _includable_table(self) -> dict[tuple[str, str], Route]:
         """(parent type, field) -> the nested list route that serves that field."""

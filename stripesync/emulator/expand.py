@@ -52,6 +52,10 @@ def _apply(em: Emulator, obj: dict[str, Any], tree: dict[str, Any], prefix: str)
             elif t == "class" and d is not None and "." in d["name"] and name not in obj:
                 # a nested object Stripe sends only when expanded (`customer.tax`)
                 obj[name] = value = em.shapes.new(d["name"])
+            elif t == "class" and obj.get("id") and (obj.get("object"), name) in em.included:
+                # an object of its own Stripe includes when asked (`customer.cash_balance`)
+                route = em.included[(obj["object"], name)]
+                obj[name] = value = em.included_singleton(route, obj["id"])
             elif d is not None and t not in ("expandable", "class", "listobject", "union"):
                 raise StripeError.invalid(
                     f"This property cannot be expanded ({full}).", param="expand"

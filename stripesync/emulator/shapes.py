@@ -56,6 +56,12 @@ class Shapes:
             if names:
                 self.left_out[cls] = frozenset(names)
 
+    def leave_out(self, cls: str, name: str) -> None:
+        """Leave `name` out of objects of `cls` while unset (a field Stripe includes only
+        when asked)."""
+        self.left_out[cls] = self.left_out.get(cls, frozenset()) | {name}
+        self._templates.pop(cls, None)
+
     def fields(self, cls: str) -> dict[str, TypeDesc]:
         entry = self.classes.get(cls)
         return entry["fields"] if entry else {}  # type: ignore[no-any-return]

@@ -42,6 +42,7 @@ from stripesync.catalog import (
     build_catalog,
     embedded_field,
 )
+from stripesync.catalog.carry import Carry, carries_of, carry_for
 from stripesync.obs.metrics import BACKFILL_OBJECTS
 from stripesync.schema.columns import quote
 from stripesync.store import Incoming, Store
@@ -84,6 +85,9 @@ class BackfillResult:
     skipped: dict[str, str]  # collection -> reason
     objects: int
     seconds: float
+    # the events cursor was already there: an earlier backfill (or run) started this copy
+    copy_existed: bool = False
+    already: list[str] = field(default_factory=list)  # of `done`: complete before this run
 
     @property
     def ok(self) -> bool:
@@ -114,6 +118,8 @@ class Backfill:
         self._sem = asyncio.Semaphore(concurrency)
         self._paging = 0  # slices of top-level lists being paged, over every list
         self._long_lists = 0  # top-level lists whose first page said there is more
+        # per parent collection: the children its list pages carry in this backfill
+        self._carrying: dict[str, list[Carry]] = {}
         self._done_events: dict[str, asyncio.Event] = {
             c.name: asyncio.Event() for c in self.catalog
         }
@@ -122,7 +128,7 @@ class Backfill:
 
     async def run(self) -> BackfillResult:
         started = time.monotonic()
-        await self.record_events_cursor()
+        existed = not await self.record_events_cursor()
         states = await self._states()
         selected = {c.name for c in self.selected}
         for c in self.catalog:
@@ -150,16 +156,20 @@ class Backfill:
             else:
                 skipped[c.name] = r
         objects = sum(p.objects for p in self.progress.values())
-        return BackfillResult(done, skipped, objects, time.monotonic() - started)
+        already = [name for name in done if states.get(name) == "done"]
+        return BackfillResult(
+            done, skipped, objects, time.monotonic() - started, existed, already
+        )
 
-    async def record_events_cursor(self) -> None:
-        """Remember where the events stream stood before the first page is read."""
+    async def record_events_cursor(self) -> bool:
+        """Remember where the events stream stood before the first page is read; False
+        when a cursor was already there (the copy was started earlier)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 f"SELECT 1 FROM {quote(self.schema)}._events_cursor WHERE name = 'live'"
             )
             if await cur.fetchone():
-                return
+                return False
         try:
             page = await self.api.get("/v1/events", {"limit": 1})
         except StripeApiError as e:
@@ -177,6 +187,7 @@ class Backfill:
                     newest["created"] if newest else int(self.api.clock.now()),
                 ),
             )
+        return True
 
     # ---- per collection ----------------------------------------------------------------
 
@@ -237,6 +248,7 @@ class Backfill:
         older half of the slice with the most left to read, between two of its pages."""
         assert read.path
         rows = await self._cursor_rows(c, read.path)
+        await self._carry(c, fresh=not rows)
         slices = [_Slice.of(r) for r in rows] if rows else await self._plan(c, read)
         p = self.progress[c.name]
         p.slices_total += len(slices)
@@ -290,7 +302,7 @@ class Backfill:
         PLANNED slices whose widths double with age, starting at the time the first page
         spanned. The oldest is open below: it is split as it is read (see `_split`)."""
         assert read.path
-        params = {**read.params, "limit": PAGE}
+        params = self._list_params(c, read)
         fetched = fetch_time(self.api.clock.now())
         page = await self._get(c, read, read.path, params)
         data = page.get("data", [])
@@ -317,11 +329,13 @@ class Backfill:
                 break
             hi, width = lo, width * 2
         async with self.pool.connection() as conn, conn.transaction():
+            carried = await self._store_carried(conn, c, data, fetched)
             await self._store_page(conn, c, data, fetched, None)
             await self._save_cursor(conn, c, top.key, "", top.after, False, len(data))
             for s in slices[1:]:
                 await self._save_cursor(conn, c, s.key, "", None, False, 0, page=False)
         self._count(c, len(data))
+        self._count_carried(carried)
         return slices
 
     def _want(self) -> int:
@@ -384,7 +398,7 @@ class Backfill:
         split happens between two pages, never across one; a page is committed while
         the next one is read, in order."""
         assert read.path
-        params: dict[str, Any] = {**read.params, "limit": PAGE}
+        params = self._list_params(c, read)
         more = True
         try:
             while more:
@@ -419,18 +433,23 @@ class Backfill:
         assert read.parent and read.path
         parent = self.catalog[read.parent]
         await self._done_events[parent.name].wait()
-        done_parents = {r["parent_id"] for r in await self._cursor_rows(c, read.path) if r["done"]}
-        field_name = (
-            embedded_field(c.name) if c.name in build_catalog() and read is c.read else None
-        ) or read.path.rstrip("/").rsplit("/", 1)[-1]
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {quote(parent.key)}, _raw -> %s, "
-                "extract(epoch FROM _stripe_time)::float8 "
-                f"FROM {quote(self.schema)}.{quote(parent.table)}",
-                (field_name,),
-            )
-            parents = [(pid, (embedded, when)) for pid, embedded, when in await cur.fetchall()]
+        rows = await self._cursor_rows(c, read.path)
+        done_parents = {r["parent_id"] for r in rows if r["done"]}
+        carry = carry_for(c.name, read.parent)
+        if carry is not None and not carry.stored:
+            if _slice_key(read.path, "carried") in {r["slice"] for r in rows}:
+                # the parent's list pages carried these children: read in full only the
+                # parents whose list was truncated, or whose hint says there may be some
+                parents: list[tuple[str, Any]] = [
+                    (r["parent_id"], (None, 0.0)) for r in rows if r["parent_id"] and not r["done"]
+                ]
+                done_parents = set()
+                carry = None
+            else:
+                carry = None  # not carried (the parent was read earlier): per parent
+                parents = await self._parent_rows(parent, read, c)
+        else:
+            parents = await self._parent_rows(parent, read, c, carry)
         p = self.progress[c.name]
         p.parents_total += len(parents)
         p.parents_done += sum(1 for pid, _ in parents if pid in done_parents)
@@ -446,6 +465,28 @@ class Backfill:
 
         await asyncio.gather(*(worker() for _ in range(min(PARENT_WORKERS, queue.qsize()))))
 
+    async def _parent_rows(
+        self, parent: Collection, read: Read, c: Collection, hint: Carry | None = None
+    ) -> list[tuple[str, Any]]:
+        """Every stored parent with the list it embeds (or, with a stored `hint`, the
+        parents the hint says may have children) and its copy's time."""
+        assert read.path
+        field_name = hint.field if hint else (
+            embedded_field(c.name) if c.name in build_catalog() and read is c.read else None
+        ) or read.path.rstrip("/").rsplit("/", 1)[-1]  # fmt: skip
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {quote(parent.key)}, _raw -> %s, "
+                "extract(epoch FROM _stripe_time)::float8 "
+                f"FROM {quote(self.schema)}.{quote(parent.table)}",
+                (field_name,),
+            )
+            found = await cur.fetchall()
+        if hint is not None and hint.hint is not None:
+            check = hint.hint
+            return [(pid, (None, when)) for pid, value, when in found if check(value)]
+        return [(pid, (embedded, when)) for pid, embedded, when in found]
+
     async def _children_of(
         self, c: Collection, read: Read, parent_id: str, parent: tuple[Any, float]
     ) -> None:
@@ -454,13 +495,9 @@ class Backfill:
         assert read.path
         key = _slice_key(read.path, WHOLE)
         embedded, parent_time = parent
-        if (
-            isinstance(embedded, dict)
-            and embedded.get("object") == "list"
-            and not embedded.get("has_more")
-        ):
+        if _complete_list(embedded):
             items = [o for o in embedded.get("data", []) if accepts(c, o)]
-            await self._commit_page(c, items, parent_time, key, parent_id, None, True)
+            await self._commit_page(c, items, parent_time, key, parent_id, None, True, page=False)
             self.progress[c.name].parents_done += 1
             return
         if "{" in read.path:
@@ -557,11 +594,113 @@ class Backfill:
         parent_id: str,
         after: str | None,
         done: bool,
+        *,
+        page: bool = True,
     ) -> None:
+        """Store what one request (`page`), or one parent's embedded list, brought, with
+        the children its objects carry and its cursor row, in one transaction."""
         async with self.pool.connection() as conn, conn.transaction():
+            carried = await self._store_carried(conn, c, data, fetched) if not parent_id else {}
             await self._store_page(conn, c, data, fetched, parent_id or None)
-            await self._save_cursor(conn, c, slice_key, parent_id, after, done, len(data))
-        self._count(c, len(data))
+            await self._save_cursor(
+                conn, c, slice_key, parent_id, after, done, len(data), page=page
+            )
+        self._count(c, len(data), pages=1 if page else 0)
+        self._count_carried(carried)
+
+    # ---- children carried by their parents' list pages ----------------------------------
+
+    async def _carry(self, c: Collection, *, fresh: bool) -> None:
+        """Which selected children this list's pages carry: all of them when the list
+        starts now (a marker row tells each child so, even after a restart), else those
+        whose marker an earlier run left (a list resumed without carrying keeps not
+        carrying; its children are then read per parent)."""
+        carries = [
+            cr for cr in carries_of(c.name)
+            if cr.child in self.progress and self._child_read(cr) is not None
+        ]  # fmt: skip
+        if not carries:
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            if fresh:
+                for cr in carries:
+                    await self._save_cursor(
+                        conn, self.catalog[cr.child], self._marker(cr), "", None, True, 0,
+                        page=False,
+                    )  # fmt: skip
+                self._carrying[c.name] = carries
+                return
+            cur = await conn.execute(
+                f"SELECT collection, slice FROM {quote(self.schema)}._backfill_cursor "
+                "WHERE slice LIKE %s",
+                ("%#carried",),
+            )
+            marked = {(name, key) for name, key in await cur.fetchall()}
+        self._carrying[c.name] = [cr for cr in carries if (cr.child, self._marker(cr)) in marked]
+
+    def _child_read(self, cr: Carry) -> Read | None:
+        return next((r for r in self.catalog[cr.child].reads if r.parent == cr.parent), None)
+
+    def _marker(self, cr: Carry) -> str:
+        read = self._child_read(cr)
+        assert read is not None and read.path
+        return _slice_key(read.path, "carried")
+
+    def _list_params(self, c: Collection, read: Read) -> dict[str, Any]:
+        params: dict[str, Any] = {**read.params, "limit": PAGE}
+        expand = sorted({cr.expand for cr in self._carrying.get(c.name, ())})
+        if expand:
+            params["expand"] = expand
+        return params
+
+    async def _store_carried(
+        self,
+        conn: psycopg.AsyncConnection,  # type: ignore[type-arg]
+        c: Collection,
+        data: list[dict[str, Any]],
+        fetched: float,
+    ) -> dict[str, int]:
+        """Take the carried fields out of a parent page's objects (its rows keep the
+        object as Stripe sends it unasked) and store the children: a complete list is
+        the parent's children; a truncated list, or a hint that there may be some,
+        leaves a cursor row for the child to read that parent's list in full."""
+        carries = self._carrying.get(c.name)
+        if not carries:
+            return {}
+        found: dict[str, list[Incoming]] = {cr.child: [] for cr in carries}
+        fetch: list[tuple[Carry, str]] = []
+        for obj in data:
+            taken = {f: obj.pop(f, None) for f in {cr.field for cr in carries}}
+            for cr in carries:
+                value = taken[cr.field]
+                if cr.hint is not None:
+                    if cr.hint(value):
+                        fetch.append((cr, obj["id"]))
+                elif _complete_list(value):
+                    child = self.catalog[cr.child]
+                    found[cr.child] += [
+                        Incoming(o, stripe_time=fetched, parent_id=obj["id"])
+                        for o in value.get("data", []) if accepts(child, o)
+                    ]  # fmt: skip
+                else:
+                    fetch.append((cr, obj["id"]))
+        counts: dict[str, int] = {}
+        for name, items in found.items():
+            if items:
+                await self.store.upsert(conn, self.catalog[name], items)
+            counts[name] = len(items)
+        for cr, parent_id in fetch:
+            read = self._child_read(cr)
+            assert read is not None and read.path
+            await self._save_cursor(
+                conn, self.catalog[cr.child], _slice_key(read.path, WHOLE), parent_id, None,
+                False, 0, page=False,
+            )  # fmt: skip
+        return counts
+
+    def _count_carried(self, counts: dict[str, int]) -> None:
+        for name, n in counts.items():
+            self._count(self.catalog[name], n, pages=0)
 
     async def _store_page(
         self,
@@ -640,11 +779,11 @@ class Backfill:
                 (name, state, reason, state, state),
             )
 
-    def _count(self, c: Collection, n: int) -> None:
+    def _count(self, c: Collection, n: int, *, pages: int = 1) -> None:
         BACKFILL_OBJECTS.labels(c.name).inc(n)
         p = self.progress[c.name]
         p.objects += n
-        p.pages += 1
+        p.pages += pages
         self._emit(p)
 
     def _emit(self, p: Progress) -> None:
@@ -745,6 +884,11 @@ class _Slice:
             if floor < cut <= last and (not kept or cut < kept[-1]):
                 kept.append(cut)
         return kept
+
+
+def _complete_list(value: Any) -> bool:
+    """A list object holding every item (`has_more` false)."""
+    return isinstance(value, dict) and value.get("object") == "list" and not value.get("has_more")
 
 
 def _slice_key(path: str, name: str) -> str:
