@@ -81,9 +81,9 @@ def _customer_children(emulator: Any) -> dict[str, Any]:
     holders = [client.v1.customers.create({"name": f"cash {i}"}).id for i in range(2)]
     loaded: list[dict[str, Any]] = []
     for n, cid in enumerate(holders):
+        settings = {"reconciliation_mode": "automatic", "using_merchant_default": True}
         loaded.append({"object": "cash_balance", "customer": cid, "available": {"usd": 500},
-                       "livemode": False, "settings": {"reconciliation_mode": "automatic",
-                                                       "using_merchant_default": True}})  # fmt: skip
+                       "livemode": False, "settings": settings})  # fmt: skip
         loaded.append({"object": "customer_cash_balance_transaction", "id": f"ccsbtxn_t{n}",
                        "customer": cid, "created": 1_700_000_000 + n, "currency": "usd",
                        "ending_balance": 500, "net_amount": 500, "type": "funded",
