@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import time
@@ -54,7 +53,6 @@ log = logging.getLogger("stripesync.backfill")
 
 SLICES = 16  # workers of one list: slices of a large collection paged at once
 PLANNED = 8  # slices planned below a first page at most (the last one open below)
-MAX_PARTS = 1  # parts one split gives away at most
 MIN_SPLIT_OBJECTS = 2 * 100  # a slice is split only when this much seems left
 # no Stripe object is older (Stripe opened in 2011): where estimates of what an open-below
 # slice holds start; the slice itself stays open below, so nothing older is ever missed
@@ -258,10 +256,7 @@ class Backfill:
         splitting = asyncio.Lock()
         paged = _Pages()  # counts pages read, wakes workers waiting for one
 
-        idle = 0  # workers of this list looking for a slice
-
         async def worker() -> None:
-            nonlocal idle
             while True:
                 s: _Slice | None = None
                 if pending:
@@ -270,21 +265,13 @@ class Backfill:
                     return
                 else:
                     seen = paged.count
-                    idle += 1
-                    try:
-                        async with splitting:
-                            parts = [] if pending else await self._split(c, read, active, idle)
-                    finally:
-                        idle -= 1
-                    if pending and not parts:
-                        continue  # another worker's split left parts to take
-                    if not parts:
+                    async with splitting:
+                        s = await self._split(c, read, active)
+                    if s is None:
                         if self._room() and all(a.left() is not None for a in active):
                             return  # nothing worth splitting, and nothing unknown
                         await paged.after(seen)  # another page, then try again
                         continue
-                    s = parts[0]
-                    pending.extend(parts[1:])
                 active.append(s)
                 self._paging += 1
                 try:
@@ -348,49 +335,40 @@ class Backfill:
     def _room(self) -> bool:
         return self._paging < self._want()
 
-    async def _split(
-        self, c: Collection, read: Read, active: list[_Slice], wanted: int
-    ) -> list[_Slice]:
-        """Take up to `wanted` parts of the older end of what is left of the active slice
-        with the most left to read (none when nothing is worth splitting, or enough
-        slices are paged at once). Called by one worker of the list at a time; waits for
-        the slice's page in flight, so the parts never overlap."""
+    async def _split(self, c: Collection, read: Read, active: list[_Slice]) -> _Slice | None:
+        """Take the older part of what is left of the active slice with the most left to
+        read, or None when nothing is worth splitting (or enough slices are paged at
+        once). Called by one worker of the list at a time; waits for the slice's page in
+        flight, so the parts never overlap."""
         assert read.path
-        room = self._want() - self._paging
-        if room <= 0:
-            return []
+        if not self._room():
+            return None
         best: tuple[float, _Slice] | None = None
         for s in active:
             left = s.left()
             if left is not None and left >= MIN_SPLIT_OBJECTS and (not best or left > best[0]):
                 best = (left, s)
         if best is None:
-            return []
-        left, owner = best
-        parts = max(1, min(wanted, room, int(left // MIN_SPLIT_OBJECTS) - 1, MAX_PARTS))
+            return None
+        owner = best[1]
         async with owner.lock:
             await owner.committed()  # its cursor row is renamed below
-            cuts = owner.cuts(parts)  # newest first; the owner keeps [cuts[0], hi)
-            if owner.done or not cuts:
-                return []
-            bounds = [*cuts, owner.lo]
-            taken = [
-                _Slice(_slice_key(read.path, f"{_bound(lo)}:{hi}"), lo=lo, hi=hi,
-                       anchor=owner.anchor)
-                for hi, lo in itertools.pairwise(bounds)
-            ]
-            new_key = _slice_key(read.path, f"{cuts[0]}:{_bound(owner.hi)}")
+            cut = owner.cut()
+            if owner.done or cut is None:
+                return None
+            taken = _Slice(_slice_key(read.path, f"{_bound(owner.lo)}:{cut}"), lo=owner.lo,
+                           hi=cut, anchor=owner.anchor)  # fmt: skip
+            new_key = _slice_key(read.path, f"{cut}:{_bound(owner.hi)}")
             async with self.pool.connection() as conn, conn.transaction():
-                # the owner keeps [cuts[0], hi): its cursor row is renamed with it
+                # the owner keeps [cut, hi): its cursor row is renamed with it
                 await conn.execute(
                     f"UPDATE {quote(self.schema)}._backfill_cursor SET slice = %s "
                     "WHERE collection = %s AND slice = %s AND parent_id = ''",
                     (new_key, c.name, owner.key),
                 )
-                for t in taken:
-                    await self._save_cursor(conn, c, t.key, "", None, False, 0, page=False)
-            owner.key, owner.lo = new_key, cuts[0]
-        self.progress[c.name].slices_total += len(taken)
+                await self._save_cursor(conn, c, taken.key, "", None, False, 0, page=False)
+            owner.key, owner.lo = new_key, cut
+        self.progress[c.name].slices_total += 1
         return taken
 
     async def _page_slice(self, c: Collection, read: Read, s: _Slice, paged: _Pages) -> None:
@@ -857,33 +835,25 @@ class _Slice:
         density = self.objects / max(1, self.newest - self.last_created + 1)
         return density * max(0, self.last_created - (self.lo if self.lo is not None else FLOOR))
 
-    def cuts(self, parts: int) -> list[int]:
-        """Where to cut what is left into the owner's part and `parts` older ones,
-        newest first: the owner keeps [cuts[0], hi), which holds every object not read
-        yet that is as new as the last one read. A bounded slice is cut into equal
-        widths. An open-below slice keeps as far back again from the list's newest
-        object as it has reached and gives up the rest, still open below: the old end
-        of a list is found in doubling steps, and only the last of them (older than
-        every object) comes back empty."""
+    def cut(self) -> int | None:
+        """Where to split what is left, or None: the owner keeps [cut, hi), which holds
+        every object not read yet that is as new as the last one read. A bounded slice
+        is cut in the middle of what it has left. An open-below slice keeps as far back
+        again from the list's newest object as it has reached and gives up the rest,
+        still open below: the old end of a list is found in doubling steps, and only the
+        last of them (older than every object) comes back empty."""
         last = self.last_created
         if last is None:
-            return []
-        out: list[int] = []
+            return None
         if self.lo is not None:
-            for j in range(parts, 0, -1):
-                out.append(self.lo + (last - self.lo) * j // (parts + 1))
-        elif self.anchor is not None and self.anchor > last:
-            out.append(max(FLOOR, last - (self.anchor - last)))  # one part: the open rest
+            cut = self.lo + (last - self.lo) // 2
+            return cut if self.lo < cut <= last else None
+        if self.anchor is not None and self.anchor > last:
+            cut = max(FLOOR, last - (self.anchor - last))
         else:
             lo = min(FLOOR, last)
-            for j in range(parts, 0, -1):
-                out.append(lo + (last - lo) * j // (parts + 1))
-        floor = self.lo if self.lo is not None else -(2**62)
-        kept = []
-        for cut in out:  # strictly decreasing, within (lo, last]
-            if floor < cut <= last and (not kept or cut < kept[-1]):
-                kept.append(cut)
-        return kept
+            cut = lo + (last - lo) // 2
+        return cut if cut <= last else None
 
 
 def _complete_list(value: Any) -> bool:
