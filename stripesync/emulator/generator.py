@@ -703,7 +703,7 @@ def _fee_charge(
     behalf of the connected `account`, its funds transferred there."""
     from stripesync.emulator.behaviours import card_payment_details, make_card
 
-    card = make_card(em, "tok_visa", created=created)
+    card = make_card(em, "tok_visa")
     ch = em.new_object(
         "charge",
         amount=amount,

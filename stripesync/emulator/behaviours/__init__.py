@@ -13,6 +13,7 @@ from stripesync.emulator.behaviours import (  # noqa: F401  (registers the hooks
     common,
     connect,
     customers,
+    derived,
     invoices,
     payments,
     products,
