@@ -15,6 +15,7 @@ tools/measure_nullability.py (`--flows`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +25,7 @@ from stripesync.emulator.engine import Emulator, Request, Response
 from stripesync.emulator.generator import generate
 from stripesync.emulator.routes import CREATE, UPDATE, Route
 
+_PLACEHOLDER = re.compile(r"^\{[a-z_.]+\}$")
 AUTH = {"authorization": "Bearer sk_test_conformance"}
 
 # Collections whose create needs params the spec does not mark required (Stripe asks
@@ -64,7 +66,13 @@ PARAMS: dict[str, dict[str, Any]] = {
         "currency": "usd",
         "type": "virtual",
     },
-    "/v1/issuing/disputes": {"transaction": "{issuing.transaction}"},
+    "/v1/issuing/disputes": {
+        "transaction": "{issuing.transaction}",
+        "evidence": {
+            "reason": "fraudulent",
+            "fraudulent": {"explanation": "Not me"},
+        },
+    },
     "/v1/test_helpers/issuing/authorizations": {"card": "{issuing.card}", "amount": 1000},
     "/v1/invoiceitems": {"customer": "{customer}", "amount": 500, "currency": "usd"},
     "/v1/invoices": {"customer": "{customer}"},
@@ -113,6 +121,13 @@ PARAMS: dict[str, dict[str, Any]] = {
         "link_options": {"apple_terms_and_conditions": {"merchant_display_name": "Shop"}},
     },
 }
+# actions a create needs first (an issuing dispute names a transaction)
+PREPARE: dict[str, tuple[str, dict[str, Any]]] = {
+    "/v1/issuing/disputes": (
+        "/v1/test_helpers/issuing/transactions/create_force_capture",
+        {"card": "{issuing.card}", "amount": 1500, "currency": "usd"},
+    ),
+}
 _STR = {"currency": "usd", "country": "US", "email": "ann@example.com"}
 
 
@@ -148,7 +163,7 @@ class Flows:
             return {k: self._fill(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self._fill(v) for v in value]
-        if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        if isinstance(value, str) and _PLACEHOLDER.match(value):
             return self.ref(value[1:-1]) or value
         return value
 
@@ -195,20 +210,45 @@ class Flows:
     def run(self) -> None:
         routes = [r for r in self.em.routes if r.kind == CREATE]
         updates = {(r.template, r.verb): r for r in self.em.routes if r.kind == UPDATE}
-        for route in routes:
-            self.create(route, updates)
+        # a create whose params name an object no earlier create made waits a round
+        for last in (False, True):
+            waiting = [r for r in routes if not self.create(r, updates, last=last)]
+            routes = waiting
 
-    def create(self, route: Route, updates: dict[tuple[str, str], Route]) -> None:
+    def create(
+        self, route: Route, updates: dict[tuple[str, str], Route], *, last: bool = True
+    ) -> bool:
+        """Create one object through `route` (and update it); False when the params
+        name an object not made yet and this is not the `last` round."""
         path = route.template
         if route.parent_param:
             parent = self.ref(route.parent_types[0]) if route.parent_types else None
             path = path.replace("{" + route.parent_param + "}", parent or "missing")
-        params = self._fill(PARAMS.get(route.template) or self.required(route.params))
         version = None if route.serves(self.em.default_version) else _version(route)
+        prep = PREPARE.get(route.template)
+        prep_params = self._fill(prep[1]) if prep is not None else {}
+        params = self._fill(PARAMS.get(route.template) or self.required(route.params))
+        # a placeholder the preparing action makes is filled after it
+        unresolved = _placeholders(prep_params) or (_placeholders(params) if prep is None else [])
+        if unresolved and not last:
+            return False
+        if unresolved:
+            self.failed[route.template] = f"no object for {unresolved}"
+            return True
+        if prep is not None:
+            res = self.post(prep[0], prep_params, version)
+            if res.status != 200:
+                self.failed[prep[0]] = res.body.decode()[:300]
+                return True
+            self.responses.append(json.loads(res.body))
+            params = self._fill(PARAMS.get(route.template) or self.required(route.params))
+            if _placeholders(params):
+                self.failed[route.template] = f"no object for {_placeholders(params)}"
+                return True
         res = self.post(path, params, version)
         if res.status != 200:
             self.failed[route.template] = res.body.decode()[:300]
-            return
+            return True
         obj = json.loads(res.body)
         self.responses.append(obj)
         oid = obj.get("id")
@@ -223,15 +263,27 @@ class Flows:
             None,
         )
         if upd is None or not isinstance(oid, str) or upd.params is None:
-            return
+            return True
         known = self.em.spec.params.get(upd.params)
         if known is not None and "metadata" not in known["fields"]:
-            return
+            return True
         res = self.post(f"{path}/{oid}", {"metadata": {"checked": "yes"}}, version)
         if res.status == 200:
             self.responses.append(json.loads(res.body))
         else:
             self.failed[upd.template] = res.body.decode()[:300]
+        return True
+
+
+def _placeholders(value: Any) -> list[str]:
+    """The `{type}` placeholders `Flows._fill` found no object for."""
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _placeholders(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _placeholders(v)]
+    if isinstance(value, str) and _PLACEHOLDER.match(value):
+        return [value]
+    return []
 
 
 def _version(route: Route) -> str:

@@ -4,7 +4,8 @@ Stripe's types say these are always sent and never null (ts_nullability.json), a
 create param sets them: Stripe derives them. A credit note is for its invoice's
 customer; a portal session uses the account's default portal configuration; a climate
 order's tonnage and amounts follow from each other at the product's price; a treasury
-outbound payment or transfer moves money through a treasury transaction.
+outbound payment or transfer moves money through a treasury transaction. A forced
+capture on an issuing card makes a transaction Stripe keeps (and a dispute can name).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from stripesync.emulator.behaviours.common import require_ref
-from stripesync.emulator.registry import behaviour
+from stripesync.emulator.registry import behaviour, endpoint
 
 if TYPE_CHECKING:
     from stripesync.emulator.engine import Call
+    from stripesync.emulator.store import Record
 
 # cents per metric ton when a climate product's price is not known (Frontier's
 # portfolio sells at about $500 a ton)
@@ -91,3 +93,45 @@ def _outbound_payment_create(call: Call, obj: dict[str, Any]) -> None:
 @behaviour("treasury.outbound_transfer").on_create
 def _outbound_transfer_create(call: Call, obj: dict[str, Any]) -> None:
     _treasury_transaction(call, obj, "outbound_transfer")
+
+
+@endpoint("POST", "/v1/test_helpers/issuing/transactions/create_force_capture")
+def _issuing_force_capture(call: Call) -> Record:
+    em = call.em
+    card = require_ref(call, "issuing.card", call.param("card"), "card")
+    amount = int(call.param("amount") or 0)
+    currency = str(call.param("currency") or card.obj.get("currency") or "usd")
+    cardholder = card.obj.get("cardholder")
+    txn = em.new_object(
+        "issuing.transaction",
+        amount=-amount,
+        currency=currency,
+        card=card.id,
+        cardholder=cardholder.get("id") if isinstance(cardholder, dict) else cardholder,
+        merchant_amount=-amount,
+        merchant_currency=currency,
+        type="capture",
+    )
+    merchant = txn["merchant_data"]
+    merchant.update(
+        category="computer_software_stores",
+        category_code="5734",
+        name="Rocket Rides",
+        network_id="1234567890",
+        country="US",
+    )
+    data = call.param("merchant_data")
+    if isinstance(data, dict):
+        em.apply_params("IssuingTransaction.MerchantData", merchant, data)
+    rec = em.insert("issuing.transaction", txn)
+    em.emit_for(call, rec, "created")
+    return rec
+
+
+@behaviour("issuing.dispute").on_create
+def _issuing_dispute_create(call: Call, obj: dict[str, Any]) -> None:
+    tid = call.param("transaction")
+    if isinstance(tid, str) and tid:
+        txn = require_ref(call, "issuing.transaction", tid, "transaction")
+        obj["amount"] = abs(int(txn.obj.get("amount") or 0))
+        obj["currency"] = txn.obj.get("currency") or obj.get("currency")
