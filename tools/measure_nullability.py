@@ -9,11 +9,16 @@ and counts, per object type, the fields that disagree with the types:
   ``customer.sources`` unless included, ``customer.tax`` unless expanded);
 - ``missing_required``: absent where the field is always sent;
 - ``present_unless_included``: an optional list (``customer.sources``) sent although
-  Stripe leaves it out unless expanded or included.
+  Stripe leaves it out unless expanded or included;
+- ``enum_value``: a value the SDK's enum does not declare.
 
-Fields the types do not declare are counted apart (``unknown``). Reproduce with:
+Fields the types do not declare are counted apart (``unknown``). With ``--flows`` it
+measures the write flows instead (`stripesync.emulator.conformance.Flows`: one object
+created through every create route of the emulator, updated where cheap): every
+response, every event's ``data.object``, every stored object, and the top-level
+objects embedded in each. Reproduce with:
 
-    python tools/measure_nullability.py [--customers N] [--seed S] [--top K]
+    python tools/measure_nullability.py [--customers N] [--seed S] [--top K] [--flows]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 from stripesync.catalog.nullability import VIOLATIONS, Tally, load_nullability, measure
 from stripesync.emulator import Emulator
+from stripesync.emulator.conformance import Flows, checked_objects, typed_objects
 from stripesync.emulator.generator import generate
 
 
@@ -40,6 +46,14 @@ def measure_emulator(customers: int = 100, seed: int = 0) -> dict[str, Tally]:
     em = Emulator(seed=seed)
     generate(em, customers, seed=seed)
     return measure(em.spec, load_nullability(), stored_objects(em), classes=em.shapes.classes)
+
+
+def measure_flows(seed: int = 5, customers: int = 8) -> dict[str, Tally]:
+    flows = Flows(seed=seed, customers=customers)
+    flows.run()
+    em = flows.em
+    objects = typed_objects(em, checked_objects(flows))
+    return measure(em.spec, load_nullability(), objects, classes=em.shapes.classes)
 
 
 def report(tallies: dict[str, Tally], top: int = 3) -> str:
@@ -80,8 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top", type=int, default=3, help="examples shown per type")
+    parser.add_argument(
+        "--flows",
+        action="store_true",
+        help="measure the write flows (every create route, updates, events) instead",
+    )
     args = parser.parse_args(argv)
     data = load_nullability()
+    if args.flows:
+        print(
+            f"npm stripe {data.npm_version} (API {data.api_version}); write flows on "
+            f"generate(Emulator(), {args.customers}, seed={args.seed})"
+        )
+        print(report(measure_flows(args.seed, args.customers), args.top))
+        return 0
     print(
         f"npm stripe {data.npm_version} (API {data.api_version}); "
         f"generate(Emulator(), {args.customers}, seed={args.seed})"

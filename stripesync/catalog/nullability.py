@@ -37,7 +37,8 @@ NULL_REQUIRED = "null_required"  # null where the field is `required`
 NULL_LEFT_OUT = "null_left_out"  # null where the field is `optional`: Stripe leaves it out
 MISSING_REQUIRED = "missing_required"  # absent where the types say always sent
 PRESENT_UNLESS_INCLUDED = "present_unless_included"  # an optional list sent anyway
-VIOLATIONS = (NULL_REQUIRED, NULL_LEFT_OUT, MISSING_REQUIRED, PRESENT_UNLESS_INCLUDED)
+ENUM_VALUE = "enum_value"  # a value the SDK's enum does not declare
+VIOLATIONS = (NULL_REQUIRED, NULL_LEFT_OUT, MISSING_REQUIRED, PRESENT_UNLESS_INCLUDED, ENUM_VALUE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,16 @@ def _nested_class(d: TypeDesc) -> tuple[str | None, bool]:
     return None, False
 
 
+def _enum_ok(d: TypeDesc, value: Any) -> bool:
+    """Whether `value` is one the enum `d` (or a list of it) declares."""
+    t = d.get("t")
+    if t == "enum":
+        return value in d["values"]
+    if t == "list" and isinstance(value, list) and d["of"].get("t") == "enum":
+        return all(v in d["of"]["values"] for v in value)
+    return True
+
+
 def check_object(
     spec: Spec,
     data: Nullability,
@@ -145,6 +156,8 @@ def check_object(
                 violation = NULL_LEFT_OUT
         elif st.startswith("optional") and by_wire.get(name, {}).get("t") == "listobject":
             violation = PRESENT_UNLESS_INCLUDED
+        elif not _enum_ok(by_wire.get(name, {}), value):
+            violation = ENUM_VALUE
         if present or st in ("required", "nullable"):
             yield Finding(cls, here, name, st, violation)
         d = by_wire.get(name)

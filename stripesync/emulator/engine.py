@@ -126,7 +126,7 @@ class Emulator:
         self.initial_config = config or Config()
         self.config = Config(**self.initial_config.as_dict())
         self.seed = seed
-        self.shapes = Shapes(self.spec, legacy.CLASSES)
+        self.shapes = Shapes(self.spec, {**legacy.CLASSES, **legacy.event_class(self.spec)})
         self.checker = ParamChecker({**self.spec.params, **legacy.PARAMS})
         routes = build_routes(self.spec, self.shapes)
         routes.extend(legacy.routes(self.shapes))
@@ -540,6 +540,12 @@ class Emulator:
             base = current if isinstance(current, dict) else self.shapes.new(name)
             self.apply_params(name, base, v)
             return base
+        if t == "class" and isinstance(v, str) and "." not in d["name"]:
+            # a top-level resource embedded by value, named by its id
+            # (`issuing.card.cardholder`, `product_feature.entitlement_feature`)
+            obj_type = self.shapes.class_type.get(d["name"])
+            rec = self.store.get(obj_type, v) if obj_type else None
+            return json.loads(rec.to_bytes()) if rec is not None else current
         if t == "list" and isinstance(v, list):
             return [self._coerce(d["of"], x, None) for x in v]
         if t == "map" and isinstance(v, dict):

@@ -234,12 +234,7 @@ def _customers(
                 created=created,
                 country=value[:2] if code.endswith("vat") else code[:2].upper(),
             )
-            tax["owner"] = {
-                "type": "customer",
-                "customer": cid,
-                "account": None,
-                "application": None,
-            }
+            tax["owner"] = {**em.shapes.new("TaxId.Owner"), "type": "customer", "customer": cid}
             tax["verification"] = {
                 "status": "verified",
                 "verified_address": None,
@@ -531,6 +526,8 @@ def _charges(
         cid = rng.choice(cus_ids)
         created = start + (now - start) * k // max(1, n)
         amount = rng.choice([500, 1500, 2900, 9900, 25000])
+        from stripesync.emulator.behaviours import card_payment_details
+
         ch = em.new_object(
             "charge",
             amount=amount,
@@ -546,17 +543,20 @@ def _charges(
         )
         ch["billing_details"] = em.shapes.new("Charge.BillingDetails")
         brand, last4 = rng.choice(BRANDS)
-        ch["payment_method_details"] = {
-            "type": "card",
-            "card": {
-                "brand": brand.lower(),
+        ch["payment_method_details"] = card_payment_details(
+            em,
+            {
+                "object": "card",
+                "brand": brand,
                 "last4": last4,
                 "exp_month": 12,
                 "exp_year": 2031,
                 "country": "US",
                 "funding": "credit",
+                "fingerprint": em.ids.token(16),
             },
-        }
+            amount,
+        )
         ch["outcome"] = {
             "advice_code": None,
             "network_advice_code": None,
@@ -634,6 +634,7 @@ def _charges(
 def _connect(em: Emulator, rng: random.Random, n: int, start: int, now: int) -> None:
     from stripesync.emulator.behaviours import embedded_list, make_bank_account
 
+    application: dict[str, Any] | None = None
     for k in range(n):
         created = start + (now - start) * k // max(1, n)
         acct = em.new_object(
@@ -659,9 +660,15 @@ def _connect(em: Emulator, rng: random.Random, n: int, start: int, now: int) -> 
         )
         em.insert("person", person)
         fee_amount = rng.choice([100, 250, 500])
+        if application is None:
+            application = em.new_object("application", name="Emulator Platform")
+            em.insert("application", application)
+        charge = _fee_charge(em, fee_amount * 10, fee_amount, acct["id"], created)
         fee = em.new_object(
             "application_fee",
             account=acct["id"],
+            application=application["id"],
+            charge=charge["id"],
             amount=fee_amount,
             amount_refunded=0,
             currency="usd",
@@ -683,6 +690,48 @@ def _connect(em: Emulator, rng: random.Random, n: int, start: int, now: int) -> 
         rec = em.get("application_fee", fee["id"])
         if rec is not None:
             rec.touch()
+        ch = em.get("charge", charge["id"])
+        if ch is not None:
+            ch.obj["application_fee"] = fee["id"]
+            ch.touch()
+
+
+def _fee_charge(
+    em: Emulator, amount: int, fee_amount: int, account: str, created: int
+) -> dict[str, Any]:
+    """The charge an application fee is taken from: a card payment the platform made on
+    behalf of the connected `account`, its funds transferred there."""
+    from stripesync.emulator.behaviours import card_payment_details, make_card
+
+    card = make_card(em, "tok_visa")
+    ch = em.new_object(
+        "charge",
+        amount=amount,
+        amount_captured=amount,
+        currency="usd",
+        created=created,
+        status="succeeded",
+        paid=True,
+        captured=True,
+        description="Marketplace payment",
+        calculated_statement_descriptor="STRIPE EMULATOR",
+        application_fee_amount=fee_amount,
+        on_behalf_of=account,
+        source=card,
+        billing_details=em.shapes.new("Charge.BillingDetails"),
+        payment_method_details=card_payment_details(em, card, amount),
+    )
+    ch["outcome"] = {
+        **em.shapes.new("Charge.Outcome"),
+        "network_status": "approved_by_network",
+        "risk_level": "normal",
+        "risk_score": 20,
+        "seller_message": "Payment complete.",
+        "type": "authorized",
+    }
+    ch["transfer_data"] = {**em.shapes.new("Charge.TransferData"), "destination": account}
+    em.insert("charge", ch)
+    return ch
 
 
 def _events(em: Emulator, call: Any, before: dict[str, int]) -> None:

@@ -26,6 +26,7 @@ from stripesync.emulator.registry import behaviour
 from stripesync.emulator.routes import CREATE, DELETE, LIST, RETRIEVE, UPDATE, Route
 
 if TYPE_CHECKING:
+    from stripesync.catalog.spec import Spec
     from stripesync.emulator.engine import Call, Emulator
     from stripesync.emulator.shapes import Shapes
     from stripesync.emulator.store import Record
@@ -337,6 +338,16 @@ EVENT_TYPES = frozenset(
         "sku.deleted",
     }
 )
+
+
+def event_class(spec: Spec) -> dict[str, dict[str, Any]]:
+    """The SDK's `Event` class, its `type` enum with the legacy event types: the SDKs
+    of the API versions that serve Orders v1 declare them."""
+    event = spec.classes["Event"]
+    fields = dict(event["fields"])
+    t = fields["type"]
+    fields["type"] = {**t, "values": [*t["values"], *sorted(EVENT_TYPES - set(t["values"]))]}
+    return {"Event": {**event, "fields": fields}}
 
 
 def routes(shapes: Shapes) -> list[Route]:

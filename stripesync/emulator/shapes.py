@@ -48,6 +48,10 @@ class Shapes:
             self.type_class.setdefault(obj, cls)
             self.class_type.setdefault(cls, obj)
         self._templates: dict[str, str] = {}
+        # SDK class -> the fields the types say are always sent and never null
+        # (`customer.invoice_settings`): their defaults are built even where the SDK's
+        # annotation says `Optional[...]`
+        self.required: dict[str, frozenset[str]] = {}
         # SDK class -> the fields left out when unset (SDK names and wire names)
         self.left_out: dict[str, frozenset[str]] = {}
         for cls, states in load_nullability().classes.items():
@@ -55,6 +59,9 @@ class Shapes:
             names |= {n + "_" for n in names}  # the SDK's `from_` for the wire's `from`
             if names:
                 self.left_out[cls] = frozenset(names)
+            req = {n for n, st in states.items() if st == "required"}
+            if req:
+                self.required[cls] = frozenset(req | {n + "_" for n in req})
 
     def leave_out(self, cls: str, name: str) -> None:
         """Leave `name` out of objects of `cls` while unset (a field Stripe includes only
@@ -86,9 +93,12 @@ class Shapes:
     def _build(self, cls: str, stack: tuple[str, ...]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         stack = (*stack, cls)
+        required = self.required.get(cls, frozenset())
         for name, d in self.fields(cls).items():
             if name in _OMIT:
                 continue
+            if d.get("null") and name in required:
+                d = {**d, "null": False}
             value = _default(self, d, name, stack)
             if value is None and name in self.left_out.get(cls, ()):
                 continue

@@ -13,6 +13,7 @@ from stripesync.emulator.behaviours import (  # noqa: F401  (registers the hooks
     common,
     connect,
     customers,
+    derived,
     invoices,
     payments,
     products,
@@ -21,6 +22,7 @@ from stripesync.emulator.behaviours import (  # noqa: F401  (registers the hooks
 )
 from stripesync.emulator.behaviours.common import (
     EVENT_TYPES,
+    card_payment_details,
     embedded_list,
     line_pricing,
     make_bank_account,
@@ -34,6 +36,7 @@ from stripesync.emulator.behaviours.invoices import preview_invoice, refresh_inv
 
 __all__ = [
     "EVENT_TYPES",
+    "card_payment_details",
     "embedded_list",
     "line_pricing",
     "make_bank_account",

@@ -92,6 +92,47 @@ def make_card(em: Emulator, token: str, **values: Any) -> dict[str, Any]:
     return card
 
 
+# the card networks `payment_method_details.card.network` names, by the card's brand
+_NETWORKS = {
+    "visa": "visa",
+    "mastercard": "mastercard",
+    "american express": "amex",
+    "amex": "amex",
+    "discover": "discover",
+}
+
+
+def card_payment_details(em: Emulator, card: dict[str, Any], amount: int) -> dict[str, Any]:
+    """A charge's `payment_method_details` for a card (a `card` object or a payment
+    method's `card` hash): the SDK class's default object (every field the types say
+    is always sent), with the card's own fields and what an approved payment reports
+    (`checks`, `network`, `amount_authorized`, an authorization code)."""
+    kind = "card"
+    details = em.shapes.new("Charge.PaymentMethodDetails.Card")
+    for k in ("country", "exp_month", "exp_year", "fingerprint", "funding", "last4"):
+        if card.get(k) is not None:
+            details[k] = card[k]
+    brand = str(card.get("brand") or "visa").lower()
+    network = _NETWORKS.get(brand, brand.replace(" ", "_"))
+    details["brand"] = "amex" if network == "amex" else network
+    checks = em.shapes.new("Charge.PaymentMethodDetails.Card.Checks")
+    checks["cvc_check"] = card.get("cvc_check") or "pass"
+    for k in ("address_line1_check", "address_postal_code_check"):
+        if card.get(k) is not None:
+            checks[k] = card[k]
+    details.update(
+        checks=checks,
+        network=network,
+        amount_authorized=amount,
+        authorization_code=str(em.ids.rng.randrange(100000, 1000000)),
+        network_transaction_id=em.ids.token(15),
+        regulated_status="unregulated",
+    )
+    out = em.shapes.new("Charge.PaymentMethodDetails")
+    out.update(type=kind, card=details)
+    return out
+
+
 def make_bank_account(em: Emulator, **values: Any) -> dict[str, Any]:
     ba = em.new_object(
         "bank_account",

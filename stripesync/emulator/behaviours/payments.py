@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from stripesync.emulator.behaviours.common import (
     balance_txn,
+    card_payment_details,
     check_minimum_charge,
     make_card,
     require_ref,
@@ -90,21 +91,7 @@ def _fill_charge(
     if card is not None:
         obj["source"] = card
         obj["payment_method"] = card.get("id")
-        obj["payment_method_details"] = {
-            "type": card.get("object", "card"),
-            card.get("object", "card"): {
-                k: card.get(k)
-                for k in (
-                    "brand",
-                    "country",
-                    "exp_month",
-                    "exp_year",
-                    "fingerprint",
-                    "funding",
-                    "last4",
-                )
-            },
-        }
+        obj["payment_method_details"] = card_payment_details(em, card, amount)
     if capture:
         obj["balance_transaction"] = balance_txn(
             em, amount, obj.get("currency", "usd"), "charge", obj["id"]
