@@ -425,7 +425,8 @@ def _proration_item(
     amount = sign * round(full * (end - at) / (end - start))
     if full == 0:
         return False
-    name = price.get("nickname") or price.get("product")
+    product = em.get("product", str(price.get("product") or ""))
+    name = price.get("nickname") or (product.obj.get("name") if product else price.get("product"))
     day = time.strftime("%d %b %Y", time.gmtime(at))
     ii = em.new_object(
         "invoiceitem",
