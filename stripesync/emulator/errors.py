@@ -22,6 +22,7 @@ class StripeError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
         validation: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -31,6 +32,8 @@ class StripeError(Exception):
         self.param = param
         self.headers = headers or {}
         self.validation = validation
+        # more fields of the error hash (a card error's `decline_code`, `charge`)
+        self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"message": self.message, "type": self.type}
@@ -39,6 +42,7 @@ class StripeError(Exception):
             err["doc_url"] = f"{DOCS}/error-codes/{self.code.replace('_', '-')}"
         if self.param:
             err["param"] = self.param
+        err.update(self.extra)
         return {"error": err}
 
     def to_bytes(self) -> bytes:

@@ -84,6 +84,7 @@ BEHAVIOURS: dict[str, Behaviour] = {}
 INDEXED_FILTERS: dict[str, tuple[str, ...]] = {
     "subscription": ("customer",),
     "invoice": ("customer",),
+    "invoice_payment": ("invoice",),
     "invoiceitem": ("customer",),
     "charge": ("customer", "payment_intent"),
     "payment_intent": ("customer",),

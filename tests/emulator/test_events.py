@@ -52,7 +52,7 @@ def test_event_retrieve_and_type_filters(emulator):
 
 def test_nested_and_derived_event_types(emulator):
     client = emulator.stripe()
-    cus = client.v1.customers.create()
+    cus = client.v1.customers.create(params={"source": "tok_visa"})  # pays the invoice
     tax = client.v1.customers.tax_ids.create(cus.id, params={"type": "eu_vat", "value": "DE1"})
     client.v1.customers.tax_ids.delete(cus.id, tax.id)
     price = client.v1.prices.create(

@@ -68,7 +68,7 @@ def test_three_d_secure_for_old_versions(emulator):
 
 def _subscription(emulator):
     client = emulator.stripe()
-    cus = client.v1.customers.create()
+    cus = client.v1.customers.create(params={"source": "tok_visa"})  # an active subscription
     price = client.v1.prices.create(
         params={
             "currency": "usd",

@@ -51,7 +51,7 @@ def test_customer_tax_ids_sources_and_balance_transactions(emulator):
 
 def test_subscription_items_invoice_and_lines(emulator):
     client = emulator.stripe()
-    cus = client.v1.customers.create()
+    cus = client.v1.customers.create(params={"source": "tok_visa"})  # pays the first invoice
     a, b = _price(client, 1000), _price(client, 300)
     sub = client.v1.subscriptions.create(
         params={"customer": cus.id, "items": [{"price": a.id}, {"price": b.id, "quantity": 2}]}

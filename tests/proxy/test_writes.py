@@ -224,6 +224,8 @@ def test_delete_leaves_a_tombstone(writes: WriteRig) -> None:
 
 def test_subscription_delete_cancels_and_keeps_the_row(writes: WriteRig) -> None:
     cid = _customer(writes, "sub@example.com")
+    # a card to pay the first invoice with, so that the subscription starts active
+    writes.stripe.v1.customers.update(cid, params={"source": "tok_visa"})
     with writes.connect() as conn:
         (product,) = (
             conn.execute(

@@ -3,6 +3,7 @@ prices and plans, balance transactions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stripesync.catalog.spec import load_spec
@@ -27,7 +28,49 @@ CARDS: dict[str, tuple[str, str, str]] = {
     "tok_amex": ("American Express", "8431", "credit"),
     "tok_discover": ("Discover", "1117", "credit"),
     "tok_chargeDeclined": ("Visa", "0002", "credit"),
+    "tok_chargeDeclinedInsufficientFunds": ("Visa", "9995", "credit"),
+    "tok_chargeDeclinedLostCard": ("Visa", "9987", "credit"),
+    "tok_chargeDeclinedStolenCard": ("Visa", "9979", "credit"),
+    "tok_chargeDeclinedExpiredCard": ("Visa", "0069", "credit"),
+    "tok_chargeDeclinedIncorrectCvc": ("Visa", "0127", "credit"),
+    "tok_chargeDeclinedProcessingError": ("Visa", "0119", "credit"),
+    "tok_chargeCustomerFail": ("Visa", "0341", "credit"),
 }
+
+
+@dataclass(frozen=True)
+class Decline:
+    """How Stripe's test card declines a charge: the error's `code`, its `decline_code`
+    and message (Stripe's testing docs, "Declined payments")."""
+
+    code: str
+    decline_code: str
+    message: str
+
+
+_DECLINED = "Your card was declined."
+# Stripe's declining test cards, by the last four digits of their numbers
+DECLINES: dict[str, Decline] = {
+    "0002": Decline("card_declined", "generic_decline", _DECLINED),
+    "0341": Decline("card_declined", "generic_decline", _DECLINED),
+    "9995": Decline("card_declined", "insufficient_funds", "Your card has insufficient funds."),
+    "9987": Decline("card_declined", "lost_card", _DECLINED),
+    "9979": Decline("card_declined", "stolen_card", _DECLINED),
+    "0069": Decline("expired_card", "expired_card", "Your card has expired."),
+    "0127": Decline("incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."),
+    "0119": Decline(
+        "processing_error",
+        "processing_error",
+        "An error occurred while processing your card. Try again in a little bit.",
+    ),
+}
+
+
+def decline_of(card: dict[str, Any] | None) -> Decline | None:
+    """The decline a card (a card source, or a payment method's `card` hash) makes."""
+    if not isinstance(card, dict):
+        return None
+    return DECLINES.get(str(card.get("last4") or ""))
 INTERVAL_SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400}
 
 

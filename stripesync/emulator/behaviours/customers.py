@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 from stripesync.emulator.behaviours.common import CARDS, make_bank_account, make_card, require_ref
 from stripesync.emulator.behaviours.subscriptions import _cancel_subscription
 from stripesync.emulator.registry import behaviour, endpoint
+from stripesync.emulator.store import Index, Record
 
 if TYPE_CHECKING:
-    from stripesync.emulator.engine import Call
-    from stripesync.emulator.store import Record
+    from stripesync.emulator.engine import Call, Emulator
 
 customer = behaviour(
     "customer",
@@ -224,6 +224,84 @@ def attach_payment_method(call: Call, pm: Record, customer_id: str) -> Record:
     call.em.changed(call, pm, before, event=None)
     call.em.emit_for(call, pm, "attached")
     return pm
+
+
+def card_as_payment_method(em: Emulator, card: dict[str, Any]) -> dict[str, Any]:
+    """A customer's legacy card source (`card_…`) as Stripe lists it among the customer's
+    payment methods: a `card` payment method with the source's id."""
+    brand = str(card.get("brand") or "Visa")
+    details = em.shapes.new("PaymentMethod.Card")
+    details.update(
+        brand=PM_BRANDS.get(brand, brand.lower()),
+        display_brand=PM_BRANDS.get(brand, brand.lower()),
+        last4=card.get("last4"),
+        exp_month=card.get("exp_month"),
+        exp_year=card.get("exp_year"),
+        funding=card.get("funding"),
+        country=card.get("country"),
+        fingerprint=card.get("fingerprint"),
+    )
+    details["checks"] = {
+        "address_line1_check": card.get("address_line1_check"),
+        "address_postal_code_check": card.get("address_zip_check"),
+        "cvc_check": card.get("cvc_check"),
+    }
+    pm = em.shapes.new("PaymentMethod")
+    billing = em.shapes.new("PaymentMethod.BillingDetails")
+    billing["name"] = card.get("name")
+    pm.update(
+        id=card["id"],
+        type="card",
+        card=details,
+        billing_details=billing,
+        created=card.get("created") or 0,
+        customer=card.get("customer"),
+        livemode=bool(card.get("livemode")),
+        metadata=dict(card.get("metadata") or {}),
+        allow_redisplay="unspecified",
+    )
+    return em.shapes.prune_type("payment_method", pm)
+
+
+def _customer_payment_methods(call: Call, customer_id: str, url: str) -> bytes:
+    """A customer's payment methods, its card sources among them, newest first."""
+    from stripesync.emulator.lists import created_range, filters, list_bytes
+
+    em = call.em
+    index = Index()
+    pms = em.store.path_index.get(f"/v1/payment_methods?customer={customer_id}")
+    for rec in pms.records() if pms is not None else []:
+        index.add(rec)
+    sources = em.store.path_index.get(f"/v1/customers/{customer_id}/sources")
+    for rec in sources.records() if sources is not None else []:
+        if rec.type == "card":
+            pm = card_as_payment_method(em, rec.obj)
+            index.add(Record("payment_method", rec.id, rec.created, rec.seq, pm))
+    return list_bytes(
+        em,
+        call,
+        index,
+        url,
+        ["payment_method", "card"],
+        created=created_range(call.param("created")),
+        predicate=filters(call, ["payment_method"]),
+    )
+
+
+@endpoint("GET", "/v1/payment_methods")
+def _list_payment_methods(call: Call) -> Any:
+    from stripesync.emulator.lists import list_route
+
+    cus = call.param("customer")
+    if isinstance(cus, str) and cus:
+        return _customer_payment_methods(call, cus, "/v1/payment_methods")
+    return list_route(call)
+
+
+@endpoint("GET", "/v1/customers/{customer}/payment_methods")
+def _list_customer_payment_methods(call: Call) -> Any:
+    cus = require_ref(call, "customer", call.pp("customer"), "customer")
+    return _customer_payment_methods(call, cus.id, f"/v1/customers/{cus.id}/payment_methods")
 
 
 @endpoint("POST", "/v1/payment_methods/{payment_method}/attach")

@@ -139,8 +139,20 @@ def _finalize(call: Call, rec: Record, updated: bool = False) -> None:
         em.emit_for(call, rec, "updated", previous=prev)
 
 
-def _pay(call: Call, rec: Record, updated: bool = False) -> None:
-    em = call.em
+def _pay(
+    call: Call,
+    rec: Record,
+    updated: bool = False,
+    *,
+    sub: dict[str, Any] | None = None,
+    payment_method: str | None = None,
+    out_of_band: bool = False,
+) -> str:
+    """Pay open (or draft) invoice `rec`: nothing to charge, or paid out of band, marks
+    it paid; otherwise its PaymentIntent charges the payment method (the one given, else
+    the invoice's, the subscription's `sub`, the customer's default). Answers "paid",
+    "no_payment_method" (the invoice stays open, its intent waiting for one) or
+    "failed" (a declined charge: `invoice.payment_failed`); `_pay_error` tells why."""
     inv = rec.obj
     if inv.get("status") == "draft":
         _finalize(call, rec, updated)
@@ -150,18 +162,195 @@ def _pay(call: Call, rec: Record, updated: bool = False) -> None:
             if inv.get("status") == "paid"
             else f"You cannot pay an invoice with status {inv.get('status')}."
         )
+    if out_of_band or int(inv.get("amount_remaining") or 0) <= 0:
+        _mark_paid(call, rec, updated, out_of_band=out_of_band)
+        return "paid"
+    em = call.em
+    pi = _invoice_intent(call, rec)
+    pm = payment_method or _payment_method_for(em, inv, sub)
+    if pm is None:
+        return "no_payment_method"
+    from stripesync.emulator.behaviours.payments import _payment_method_id, confirm_intent
+
+    before = pi.copy()
+    pi.obj["payment_method"] = _payment_method_id(call, pm)
+    pi.obj["status"] = "requires_confirmation"
+    em.changed(call, pi, before, event=None)
+    _charge, decline = confirm_intent(call, pi)  # paid_by_intent marks the invoice paid
+    if decline is None:
+        return "paid"
+    before = rec.copy()
+    inv["attempted"] = True
+    inv["attempt_count"] = int(inv.get("attempt_count") or 0) + 1
+    prev = em.changed(call, rec, before, event=None)
+    em.emit_for(call, rec, "payment_failed")
+    if prev:
+        em.emit_for(call, rec, "updated", previous=prev)
+    return "failed"
+
+
+def _pay_error(call: Call, rec: Record, outcome: str) -> StripeError | None:
+    """The error `POST /v1/invoices/{id}/pay` answers for an unpaid outcome of `_pay`."""
+    if outcome == "no_payment_method":
+        return StripeError.invalid(
+            "This customer has no attached payment source or default payment method. Please "
+            "consider adding a default payment method. For more information, visit "
+            "https://stripe.com/docs/billing/subscriptions/payment-methods-setting"
+            "#payment-method-priority."
+        )
+    if outcome == "failed":
+        from stripesync.emulator.behaviours.common import decline_of
+        from stripesync.emulator.behaviours.payments import card_error
+
+        pi = _open_intent(call.em, rec.id)
+        err = (pi.obj.get("last_payment_error") or {}) if pi is not None else {}
+        charge = call.em.get("charge", str(err.get("charge") or ""))
+        card = (err.get("payment_method") or {}).get("card")
+        decline = decline_of(card) or decline_of((charge.obj if charge else {}).get("source"))
+        if decline is not None and charge is not None:
+            return card_error(decline, charge.id)
+    return None
+
+
+def _payment_method_for(
+    em: Emulator, inv: dict[str, Any], sub: dict[str, Any] | None
+) -> str | None:
+    """The payment method an invoice charges, in Stripe's order: the invoice's own, the
+    subscription's, then the customer's `invoice_settings.default_payment_method` and
+    `default_source`."""
+    if sub is None:
+        sub_id = ((inv.get("parent") or {}).get("subscription_details") or {}).get(
+            "subscription"
+        )
+        found = em.get("subscription", sub_id) if sub_id else None
+        sub = found.obj if found is not None else None
+    cus_rec = em.get("customer", str(inv.get("customer") or ""))
+    cus = cus_rec.obj if cus_rec is not None else {}
+    for value in (
+        inv.get("default_payment_method"),
+        inv.get("default_source"),
+        (sub or {}).get("default_payment_method"),
+        (sub or {}).get("default_source"),
+        (cus.get("invoice_settings") or {}).get("default_payment_method"),
+        cus.get("default_source"),
+    ):
+        if isinstance(value, dict):
+            value = value.get("id")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _payments_path(invoice_id: str) -> str:
+    return f"/v1/invoice_payments?invoice={invoice_id}"
+
+
+def _open_intent(em: Emulator, invoice_id: str) -> Record | None:
+    """The PaymentIntent of an invoice's open invoice payment, if it has one."""
+    ix = em.store.path_index.get(_payments_path(invoice_id))
+    for ip in ix.records() if ix is not None else []:
+        if ip.obj.get("status") == "open":
+            pid = (ip.obj.get("payment") or {}).get("payment_intent")
+            return em.get("payment_intent", str(pid or ""))
+    return None
+
+
+def _invoice_intent(call: Call, rec: Record) -> Record:
+    """Invoice `rec`'s PaymentIntent for what it still owes, made on first need with
+    the `invoice_payment` that links the two (Stripe's invoice `payments`)."""
+    em = call.em
+    found = _open_intent(em, rec.id)
+    if found is not None:
+        return found
+    inv = rec.obj
+    amount = int(inv.get("amount_remaining") or 0)
+    reason = inv.get("billing_reason")
+    pi = em.new_object(
+        "payment_intent",
+        amount=amount,
+        currency=inv.get("currency") or "usd",
+        customer=inv.get("customer"),
+        description={
+            "subscription_create": "Subscription creation",
+            "subscription_update": "Subscription update",
+            "subscription_cycle": "Subscription update",
+        }.get(str(reason)),
+        status="requires_payment_method",
+        payment_method_types=["card"],
+        capture_method="automatic",
+        confirmation_method="automatic",
+        amount_capturable=0,
+        amount_received=0,
+    )
+    pi["client_secret"] = f"{pi['id']}_secret_{em.ids.token(24)}"
+    pi_rec = em.insert("payment_intent", pi)
+    em.emit_for(call, pi_rec, "created")
+    ip = em.new_object(
+        "invoice_payment",
+        invoice=rec.id,
+        amount_requested=amount,
+        amount_paid=None,
+        currency=pi["currency"],
+        is_default=True,
+        status="open",
+        payment={"type": "payment_intent", "payment_intent": pi_rec.id},
+        status_transitions={"canceled_at": None, "paid_at": None},
+    )
+    em.insert("invoice_payment", ip)
+    return pi_rec
+
+
+def paid_by_intent(call: Call, pi: Record) -> None:
+    """PaymentIntent `pi` succeeded: the invoice it pays (if any) is paid, and a
+    subscription waiting on that invoice (`incomplete`, `past_due`) becomes active."""
+    em = call.em
+    for ip in list(em.store.index("invoice_payment").records()):
+        if (ip.obj.get("payment") or {}).get("payment_intent") != pi.id:
+            continue
+        if ip.obj.get("status") != "open":
+            return
+        inv = em.get("invoice", str(ip.obj.get("invoice") or ""))
+        before = ip.copy()
+        ip.obj["status"] = "paid"
+        ip.obj["amount_paid"] = pi.obj.get("amount_received")
+        ip.obj["status_transitions"] = {"canceled_at": None, "paid_at": call.now}
+        em.changed(call, ip, before, event=None)
+        if inv is None or inv.obj.get("status") != "open":
+            return
+        _mark_paid(call, inv, True)
+        em.emit_for(call, ip, "paid")
+        details = (inv.obj.get("parent") or {}).get("subscription_details") or {}
+        sub = em.get("subscription", str(details.get("subscription") or ""))
+        if sub is not None and sub.obj.get("status") in ("incomplete", "past_due"):
+            sb = sub.copy()
+            sub.obj["status"] = "active"
+            em.changed(call, sub, sb)
+        return
+
+
+def _mark_paid(
+    call: Call, rec: Record, updated: bool = False, *, out_of_band: bool = False
+) -> None:
+    em = call.em
+    inv = rec.obj
     before = rec.copy()
     now = call.now
-    inv["amount_paid"] = inv.get("amount_due", 0)
+    remaining = int(inv.get("amount_remaining") or 0)
+    if out_of_band:
+        inv["amount_paid_off_stripe"] = int(inv.get("amount_paid_off_stripe") or 0) + remaining
+    inv["amount_paid"] = int(inv.get("amount_paid") or 0) + remaining
     inv["amount_remaining"] = 0
     inv["attempted"] = True
-    inv["attempt_count"] = 1 if inv.get("amount_due") else 0
+    if remaining and not out_of_band:
+        inv["attempt_count"] = int(inv.get("attempt_count") or 0) + 1
     inv["status"] = "paid"
     inv["status_transitions"]["paid_at"] = now
     inv["auto_advance"] = False
+    inv["next_payment_attempt"] = None
     prev = em.changed(call, rec, before, event=None)
     em.emit_for(call, rec, "paid")
-    em.emit_for(call, rec, "payment_succeeded")
+    if not out_of_band:
+        em.emit_for(call, rec, "payment_succeeded")
     if prev and updated:
         em.emit_for(call, rec, "updated", previous=prev)
 
@@ -236,7 +425,17 @@ def _invoice_finalize(call: Call, rec: Record) -> Any:
 
 @invoice.action("pay")
 def _invoice_pay(call: Call, rec: Record) -> Any:
-    _pay(call, rec, updated=True)
+    pm = call.param("payment_method") or call.param("source")
+    outcome = _pay(
+        call,
+        rec,
+        updated=True,
+        payment_method=pm if isinstance(pm, str) and pm else None,
+        out_of_band=call.param("paid_out_of_band") is True,
+    )
+    err = _pay_error(call, rec, outcome)
+    if err is not None:
+        raise err
     return rec
 
 

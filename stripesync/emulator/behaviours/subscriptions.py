@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from stripesync.emulator.behaviours.common import (
@@ -116,12 +117,26 @@ def _subscription_create(call: Call, obj: dict[str, Any]) -> None:
             require_ref(call, "tax_rate", r, "default_tax_rates").copy() for r in rates
         ]
     _refresh_items(em, obj)
-    inv = _subscription_invoice(call, obj, cus, "subscription_create")
+    inv, outcome = _subscription_invoice(call, obj, cus, "subscription_create")
     obj["latest_invoice"] = inv.id
+    if outcome != "paid" and obj["status"] == "active":
+        # the first invoice is not paid (no payment method, or a declined card): Stripe's
+        # `allow_incomplete` leaves the subscription incomplete, its invoice open
+        obj["status"] = "incomplete"
 
 
-def _subscription_invoice(call: Call, sub: dict[str, Any], cus: Record, reason: str) -> Record:
-    """The invoice a subscription period produces: one line per item."""
+def _subscription_invoice(
+    call: Call,
+    sub: dict[str, Any],
+    cus: Record,
+    reason: str,
+    *,
+    item_lines: bool = True,
+) -> tuple[Record, str]:
+    """The invoice a subscription period produces: one line per item (none with
+    `item_lines` false: an invoice of pending prorations), and the subscription's
+    pending invoice items; paid when charged automatically. Answers the invoice and how
+    its payment went (`_pay`'s outcome, "open" when not charged)."""
     em = call.em
     inv = _new_invoice(call, cus.obj, sub.get("collection_method") or "charge_automatically")
     inv["billing_reason"] = reason
@@ -130,7 +145,7 @@ def _subscription_invoice(call: Call, sub: dict[str, Any], cus: Record, reason: 
     rec = em.insert("invoice", inv)
     trialing = sub.get("status") == "trialing"
     ix = em.store.path_index.get(_items_path(sub["id"]))
-    items = list(ix.records()) if ix is not None else []
+    items = list(ix.records()) if ix is not None and item_lines else []
     items.reverse()
     for it in items:
         p = it.obj["price"]
@@ -157,14 +172,15 @@ def _subscription_invoice(call: Call, sub: dict[str, Any], cus: Record, reason: 
     em.emit_for(call, rec, "created")
     _finalize(call, rec)
     if inv["collection_method"] == "charge_automatically" or inv["amount_due"] == 0:
-        _pay(call, rec)
-    return rec
+        return rec, _pay(call, rec, sub=sub)
+    return rec, "open"
 
 
 @subscription.on_update
 def _subscription_update(call: Call, rec: Record, before: dict[str, Any]) -> None:
     em = call.em
     items = call.param("items")
+    prorated = False
     if isinstance(items, list):
         for i, spec in enumerate(items):
             iid = spec.get("id")
@@ -173,6 +189,7 @@ def _subscription_update(call: Call, rec: Record, before: dict[str, Any]) -> Non
                 if item is None or item.obj.get("subscription") != rec.id:
                     raise StripeError.missing("subscription_item", iid, param="items")
                 if spec.get("deleted"):
+                    prorated |= _prorate(call, rec.obj, item.obj, None)
                     em.store.remove(item)
                     continue
                 ib = item.copy()
@@ -184,9 +201,13 @@ def _subscription_update(call: Call, rec: Record, before: dict[str, Any]) -> Non
                 if isinstance(spec.get("metadata"), dict):
                     em.apply_params("SubscriptionItem", item.obj, {"metadata": spec["metadata"]})
                 em.changed(call, item, ib, event=None)
+                prorated |= _prorate(call, rec.obj, ib, item.obj)
             else:
-                _make_item(call, rec.obj, spec, i)
+                made = _make_item(call, rec.obj, spec, i)
+                prorated |= _prorate(call, rec.obj, None, made.obj)
         _refresh_items(em, rec.obj)
+    if prorated:
+        _invoice_prorations(call, rec.obj)
     trial_end = call.param("trial_end")
     if trial_end == "now" and rec.obj.get("status") == "trialing":
         rec.obj.update(trial_end=call.now, status="active")
@@ -305,6 +326,9 @@ def _sub_item_create(call: Call, obj: dict[str, Any]) -> None:
 def _sub_item_created(call: Call, rec: Record) -> None:
     em = call.em
     em.store.add_to_list(_items_path(rec.obj["subscription"]), rec)
+    sub = em.get("subscription", rec.obj["subscription"])
+    if sub is not None and _prorate(call, sub.obj, None, rec.obj):
+        _invoice_prorations(call, sub.obj)
     _touch_subscription(call, rec.obj["subscription"])
 
 
@@ -324,10 +348,125 @@ def _sub_item_update(call: Call, rec: Record, before: dict[str, Any]) -> None:
         rec.obj["price"] = price_copy(call, call.param("price"))
         rec.obj["plan"] = plan_from_price(call.em, rec.obj["price"])
     rec.touch()
+    sub = call.em.get("subscription", rec.obj["subscription"])
+    if sub is not None and _prorate(call, sub.obj, before, rec.obj):
+        _invoice_prorations(call, sub.obj)
     _touch_subscription(call, rec.obj["subscription"])
 
 
 @sub_item.on_delete
 def _sub_item_delete(call: Call, rec: Record) -> None:
-    call.em.store.remove_from_list(_items_path(rec.obj["subscription"]), rec)
+    em = call.em
+    sub = em.get("subscription", rec.obj["subscription"])
+    if sub is not None and _prorate(call, sub.obj, rec.obj, None):
+        _invoice_prorations(call, sub.obj)
+    em.store.remove_from_list(_items_path(rec.obj["subscription"]), rec)
     _touch_subscription(call, rec.obj["subscription"])
+
+
+# ---- prorations --------------------------------------------------------------------------
+
+
+def _proration_behavior(call: Call) -> str:
+    value = call.param("proration_behavior")
+    return value if isinstance(value, str) and value else "create_prorations"
+
+
+def _prorate(
+    call: Call,
+    sub: dict[str, Any],
+    old: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+) -> bool:
+    """Proration invoice items for an item changing from `old` to `new` (None: the item
+    is added, or removed), as `proration_behavior` says: a credit for the unused time of
+    the old price and quantity, a charge for the new, each prorated by the seconds left
+    in the current period (from `proration_date`, else now). True when items were made."""
+    if _proration_behavior(call) == "none" or sub.get("status") in (
+        "trialing",
+        "canceled",
+        "incomplete_expired",
+    ):
+        return False
+    if old is not None and new is not None and (
+        (old.get("price") or {}).get("id") == (new.get("price") or {}).get("id")
+        and (old.get("quantity") or 1) == (new.get("quantity") or 1)
+    ):
+        return False  # metadata only: nothing to prorate
+    ref = old or new
+    assert ref is not None
+    start, end = int(ref["current_period_start"]), int(ref["current_period_end"])
+    date = call.param("proration_date")
+    at = date if isinstance(date, int) else call.now
+    if end <= start or not start <= at < end:
+        return False
+    made = False
+    for side, sign, words in ((old, -1, "Unused time on"), (new, 1, "Remaining time on")):
+        if side is None:
+            continue
+        made |= _proration_item(call, sub, side, sign, words, at, start, end)
+    return made
+
+
+def _proration_item(
+    call: Call,
+    sub: dict[str, Any],
+    item: dict[str, Any],
+    sign: int,
+    words: str,
+    at: int,
+    start: int,
+    end: int,
+) -> bool:
+    em = call.em
+    price = item.get("price") or {}
+    qty = int(item.get("quantity") or 1)
+    full = int(price.get("unit_amount") or 0) * qty
+    amount = sign * round(full * (end - at) / (end - start))
+    if full == 0:
+        return False
+    product = em.get("product", str(price.get("product") or ""))
+    name = price.get("nickname") or (product.obj.get("name") if product else price.get("product"))
+    day = time.strftime("%d %b %Y", time.gmtime(at))
+    ii = em.new_object(
+        "invoiceitem",
+        customer=sub.get("customer"),
+        amount=amount,
+        net_amount=amount,
+        currency=price.get("currency") or sub.get("currency") or "usd",
+        description=f"{words} {qty} \u00d7 {name} after {day}",
+        proration=True,
+        quantity=qty,
+        quantity_decimal=str(qty),
+        date=call.now,
+        period={"start": at, "end": end},
+        discountable=False,
+    )
+    pricing = em.shapes.new("InvoiceItem.Pricing")
+    pricing["price_details"] = {"price": price.get("id"), "product": price.get("product")}
+    pricing["unit_amount_decimal"] = price.get("unit_amount_decimal")
+    ii["pricing"] = pricing
+    parent = em.shapes.new("InvoiceItem.Parent")
+    parent["type"] = "subscription_details"
+    parent["subscription_details"] = {"subscription": sub["id"], "subscription_item": item["id"]}
+    ii["parent"] = parent
+    rec = em.insert("invoiceitem", ii)
+    em.emit_for(call, rec, "created")
+    return True
+
+
+def _invoice_prorations(call: Call, sub: dict[str, Any]) -> None:
+    """`proration_behavior=always_invoice`: the prorations just made are invoiced at
+    once, and that invoice paid like the others (a failed payment: `past_due`)."""
+    if _proration_behavior(call) != "always_invoice":
+        return
+    em = call.em
+    cus = em.get("customer", str(sub.get("customer") or ""))
+    if cus is None:
+        return
+    inv, outcome = _subscription_invoice(
+        call, sub, cus, "subscription_update", item_lines=False
+    )
+    sub["latest_invoice"] = inv.id
+    if outcome in ("failed", "no_payment_method") and sub.get("status") == "active":
+        sub["status"] = "past_due"
