@@ -211,12 +211,12 @@ def measure(
                 t.unknown += 1
             if f.violation:
                 t.violations[f.violation] = t.violations.get(f.violation, 0) + 1
-                key = f"{_generic(f.path)}: {f.violation}"
+                key = f"{generic_path(f.path)}: {f.violation}"
                 t.examples[key] = t.examples.get(key, 0) + 1
     return out
 
 
-def _generic(path: str) -> str:
+def generic_path(path: str) -> str:
     """`lines.data[3].period` -> `lines.data[].period`."""
     out: list[str] = []
     skip = False

@@ -20,7 +20,12 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-from stripesync.catalog.nullability import Finding, check_object, load_nullability
+from stripesync.catalog.nullability import (
+    Finding,
+    check_object,
+    generic_path,
+    load_nullability,
+)
 from stripesync.emulator.engine import Emulator, Request, Response
 from stripesync.emulator.generator import generate
 from stripesync.emulator.routes import CREATE, UPDATE, Route
@@ -335,7 +340,7 @@ def violations(em: Emulator, objects: list[tuple[str, dict[str, Any]]]) -> list[
         found: list[Finding] = list(check_object(spec, data, cls, obj, classes=shapes.classes))
         for f in found:
             if f.violation:
-                out.add(f"{where}: {obj_type}.{_generic(f.path)}: {f.violation}")
+                out.add(f"{where}: {obj_type}.{generic_path(f.path)}: {f.violation}")
 
     for where, obj in objects:
         check(where, obj)
@@ -344,20 +349,6 @@ def violations(em: Emulator, objects: list[tuple[str, dict[str, Any]]]) -> list[
                 continue
             check(f"{where} {path}", inner)
     return sorted(out)
-
-
-def _generic(path: str) -> str:
-    out: list[str] = []
-    skip = False
-    for ch in path:
-        if ch == "[":
-            skip = True
-            out.append("[]")
-        elif ch == "]":
-            skip = False
-        elif not skip:
-            out.append(ch)
-    return "".join(out)
 
 
 def stored_objects(em: Emulator) -> list[tuple[str, dict[str, Any]]]:
