@@ -526,48 +526,12 @@ def _charges(
         cid = rng.choice(cus_ids)
         created = start + (now - start) * k // max(1, n)
         amount = rng.choice([500, 1500, 2900, 9900, 25000])
-        from stripesync.emulator.behaviours import card_payment_details
-
-        ch = em.new_object(
-            "charge",
-            amount=amount,
-            amount_captured=amount,
-            currency="usd",
-            customer=cid,
-            created=created,
-            status="succeeded",
-            paid=True,
-            captured=True,
-            description="Subscription payment",
-            calculated_statement_descriptor="STRIPE EMULATOR",
-        )
-        ch["billing_details"] = em.shapes.new("Charge.BillingDetails")
         brand, last4 = rng.choice(BRANDS)
-        ch["payment_method_details"] = card_payment_details(
-            em,
-            {
-                "object": "card",
-                "brand": brand,
-                "last4": last4,
-                "exp_month": 12,
-                "exp_year": 2031,
-                "country": "US",
-                "funding": "credit",
-                "fingerprint": em.ids.token(16),
-            },
-            amount,
-        )
-        ch["outcome"] = {
-            "advice_code": None,
-            "network_advice_code": None,
-            "network_decline_code": None,
-            "network_status": "approved_by_network",
-            "reason": None,
-            "risk_level": "normal",
-            "risk_score": rng.randint(5, 60),
-            "seller_message": "Payment complete.",
-            "type": "authorized",
-        }
+        card = {"object": "card", "brand": brand, "last4": last4, "exp_month": 12,
+                "exp_year": 2031, "country": "US", "funding": "credit",
+                "fingerprint": em.ids.token(16)}  # fmt: skip
+        ch = _paid_charge(em, amount, created, card, rng.randint(5, 60),
+                          customer=cid, description="Subscription payment")  # fmt: skip
         fee = round(amount * 0.029) + 30
         txn = em.new_object(
             "balance_transaction",
@@ -701,9 +665,23 @@ def _fee_charge(
 ) -> dict[str, Any]:
     """The charge an application fee is taken from: a card payment the platform made on
     behalf of the connected `account`, its funds transferred there."""
-    from stripesync.emulator.behaviours import card_payment_details, make_card
+    from stripesync.emulator.behaviours import make_card
 
     card = make_card(em, "tok_visa")
+    ch = _paid_charge(em, amount, created, card, 20, description="Marketplace payment",
+                      application_fee_amount=fee_amount, on_behalf_of=account,
+                      source=card)  # fmt: skip
+    ch["transfer_data"] = {**em.shapes.new("Charge.TransferData"), "destination": account}
+    em.insert("charge", ch)
+    return ch
+
+
+def _paid_charge(
+    em: Emulator, amount: int, created: int, card: dict[str, Any], risk_score: int, **fields: Any
+) -> dict[str, Any]:
+    """A captured card charge as generated data has it (not stored yet)."""
+    from stripesync.emulator.behaviours import card_payment_details
+
     ch = em.new_object(
         "charge",
         amount=amount,
@@ -713,24 +691,19 @@ def _fee_charge(
         status="succeeded",
         paid=True,
         captured=True,
-        description="Marketplace payment",
         calculated_statement_descriptor="STRIPE EMULATOR",
-        application_fee_amount=fee_amount,
-        on_behalf_of=account,
-        source=card,
         billing_details=em.shapes.new("Charge.BillingDetails"),
         payment_method_details=card_payment_details(em, card, amount),
+        **fields,
     )
     ch["outcome"] = {
         **em.shapes.new("Charge.Outcome"),
         "network_status": "approved_by_network",
         "risk_level": "normal",
-        "risk_score": 20,
+        "risk_score": risk_score,
         "seller_message": "Payment complete.",
         "type": "authorized",
     }
-    ch["transfer_data"] = {**em.shapes.new("Charge.TransferData"), "destination": account}
-    em.insert("charge", ch)
     return ch
 
 
